@@ -1,0 +1,166 @@
+"""Structured-config schemas: every YAML under conf/ validates against one of these.
+
+Each group's YAML names its schema first in its defaults list, so a misspelt key or a value
+of the wrong type fails at composition with the key's full name, before anything is built.
+"""
+
+from dataclasses import dataclass, field
+from typing import Any, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+@dataclass
+class SampleDataConfig:
+    _target_: str = "charfeat.data.sample.SampleData"
+    root: str = MISSING
+    train_jsonl: str = "train.jsonl"
+    val_jsonl: str = "val.jsonl"
+    image_dir: str = "images"
+    label_field: str = "fashion_style"
+    num_classes: int = 8
+    train_per_class: int = 30
+    val_per_class: int = 10
+    image_size: int = 96
+    seed: int = 0
+
+
+@dataclass
+class LocalDataConfig:
+    _target_: str = "charfeat.data.local.LocalData"
+    root: str = MISSING
+    train_jsonl: str = "train.jsonl"
+    val_jsonl: str = "val.jsonl"
+    image_dir: str = "images"
+    label_field: str = "fashion_style"
+
+
+@dataclass
+class S3DataConfig:
+    _target_: str = "charfeat.data.s3.S3Data"
+    root: str = "."
+    train_jsonl: str = "train.jsonl"
+    val_jsonl: str = "val.jsonl"
+    label_field: str = "fashion_style"
+    bucket: str = MISSING
+    prefix: str = ""
+    val_prefix: Optional[str] = None
+    region: Optional[str] = "us-east-1"
+    endpoint_url: Optional[str] = None
+    profile: Optional[str] = None
+    max_attempts: int = 5
+    max_workers: int = 16
+
+
+@dataclass
+class PKSamplerConfig:
+    _target_: str = "charfeat.data.sampler.PKBatchSampler"
+    _partial_: bool = True
+    p: int = 8
+    k: int = 4
+    batches_per_epoch: Optional[int] = None
+
+
+@dataclass
+class BackboneConfig:
+    _target_: str = "charfeat.backbone.Qwen3VLBackbone"
+    name_or_path: str = MISSING
+    prompt: str = "Describe this person's appearance."
+    pooling: str = "mean"
+    train: str = "frozen"
+    dtype: str = "float32"
+    min_pixels: Optional[int] = None
+    max_pixels: Optional[int] = None
+    attn_implementation: Optional[str] = "sdpa"
+    build_tiny: bool = False
+
+
+@dataclass
+class HeadConfig:
+    _target_: str = "charfeat.head.ProjectionHead"
+    _partial_: bool = True
+    hidden_dim: Optional[int] = 512
+    out_dim: int = 128
+    dropout: float = 0.1
+
+
+@dataclass
+class TripletLossConfig:
+    _target_: str = "charfeat.losses.TripletLoss"
+    margin: float = 0.2
+    miner: str = "semihard"
+    distance: str = "cosine"
+
+
+@dataclass
+class AdamWConfig:
+    _target_: str = "torch.optim.AdamW"
+    _partial_: bool = True
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+
+
+@dataclass
+class TrainerConfig:
+    epochs: int = 10
+    seed: int = 0
+    device: str = "auto"
+    embed_batch_size: int = 32
+
+
+@dataclass
+class WandbConfig:
+    _target_: str = "charfeat.tracking.WandbTracker"
+    project: str = "charfeat"
+    entity: Optional[str] = None
+    mode: str = "offline"
+    group: Optional[str] = None
+    tags: List[str] = field(default_factory=list)
+
+
+@dataclass
+class PathsConfig:
+    cache_dir: str = MISSING
+    output_dir: str = MISSING
+
+
+@dataclass
+class TrainConfig:
+    """The run's top level: group nodes carry their own schemas, run knobs live here."""
+
+    data: Any = MISSING
+    sampler: Any = MISSING
+    backbone: Any = MISSING
+    head: Any = MISSING
+    loss: Any = MISSING
+    optim: Any = MISSING
+    trainer: Any = MISSING
+    logger: Any = None
+    paths: Any = MISSING
+    task_name: str = "train"
+    tags: List[str] = field(default_factory=list)
+    optimized_metric: str = "mean_average_precision_at_r"
+
+
+SCHEMAS = {
+    (None, "train_schema"): TrainConfig,
+    ("data", "sample_schema"): SampleDataConfig,
+    ("data", "local_schema"): LocalDataConfig,
+    ("data", "s3_schema"): S3DataConfig,
+    ("sampler", "pk_schema"): PKSamplerConfig,
+    ("backbone", "backbone_schema"): BackboneConfig,
+    ("head", "head_schema"): HeadConfig,
+    ("loss", "triplet_schema"): TripletLossConfig,
+    ("optim", "adamw_schema"): AdamWConfig,
+    ("trainer", "trainer_schema"): TrainerConfig,
+    ("logger", "wandb_schema"): WandbConfig,
+    ("paths", "paths_schema"): PathsConfig,
+}
+
+
+def register_configs() -> None:
+    """Put every schema in Hydra's ConfigStore; call before composing."""
+    store = ConfigStore.instance()
+    for (group, name), node in SCHEMAS.items():
+        store.store(group=group, name=name, node=node)

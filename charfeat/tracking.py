@@ -1,0 +1,43 @@
+"""Experiment tracking: one W&B run per job, offline unless told otherwise, always finished.
+
+wandb is imported only here and only when a run starts, so ``logger=none`` never loads it.
+"""
+
+import os
+from pathlib import Path
+
+
+class WandbTracker:
+    def __init__(self, config: dict, output_dir: str, project: str = "charfeat", entity: str | None = None,
+                 mode: str = "offline", group: str | None = None, tags: list[str] | tuple = (),
+                 name: str | None = None):
+        if mode not in ("offline", "online", "disabled"):
+            raise ValueError(f"logger.mode must be offline, online or disabled, got {mode!r}")
+        os.environ.setdefault("WANDB_SILENT", "true")
+        import wandb
+
+        self._wandb = wandb
+        self.run = wandb.init(project=project, entity=entity, mode=mode, group=group, tags=list(tags),
+                              name=name, config=config, dir=str(Path(output_dir)), reinit="finish_previous")
+
+    def log(self, metrics: dict, step: int | None = None) -> None:
+        self.run.log(metrics, step=step)
+
+    def summarize(self, metrics: dict) -> None:
+        self.run.summary.update(metrics)
+
+    def finish(self, exit_code: int = 0) -> None:
+        self.run.finish(exit_code=exit_code)
+
+
+class NoTracker:
+    """Stands in for a tracker when ``logger=none``: records nothing, imports nothing."""
+
+    def log(self, metrics: dict, step: int | None = None) -> None:
+        pass
+
+    def summarize(self, metrics: dict) -> None:
+        pass
+
+    def finish(self, exit_code: int = 0) -> None:
+        pass

@@ -1,0 +1,1 @@
+"""charfeat's Hydra config root; installed as the package ``charfeat.conf``."""
