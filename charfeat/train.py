@@ -60,8 +60,10 @@ def start_tracker(cfg: DictConfig, output_dir: Path):
     if cfg.logger is None:
         return NoTracker()
     log.info("tracker: %s (mode %s)", cfg.logger._target_, cfg.logger.mode)
-    return instantiate(cfg.logger, config=OmegaConf.to_container(cfg, resolve=True), output_dir=str(output_dir),
-                       group=cfg.logger.group or multirun_group())
+    # partial: the resolved config holds _target_ keys that instantiate would try to build
+    make_tracker = instantiate(cfg.logger, _partial_=True, output_dir=str(output_dir),
+                               group=cfg.logger.group or multirun_group())
+    return make_tracker(run_config=OmegaConf.to_container(cfg, resolve=True))
 
 
 def format_table(results: dict[str, dict[str, float]]) -> str:
