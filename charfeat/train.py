@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from charfeat.config import register_configs
 from charfeat.data.labels import build_label_map, encode_labels, save_label_map
 from charfeat.features import batched, encode_images, extract_features
-from charfeat.metrics import METRICS, chance_metrics, retrieval_metrics
+from charfeat.metrics import SCALAR_METRICS, chance_metrics, retrieval_metrics
 from charfeat.tracking import NoTracker
 
 log = logging.getLogger(__name__)
@@ -66,11 +66,26 @@ def start_tracker(cfg: DictConfig, output_dir: Path):
     return make_tracker(run_config=OmegaConf.to_container(cfg, resolve=True))
 
 
-def format_table(results: dict[str, dict[str, float]]) -> str:
-    rows = [f"{'model':<10}" + "".join(f"{name:>30}" for name in METRICS)]
+def format_table(results: dict[str, dict]) -> str:
+    """The end-of-run table: one row per model (trained, untrained, chance), scalar metrics only."""
+    header = {"precision_at_1": "P@1", "recall_at_5": "R@5", "recall_at_10": "R@10",
+              "mean_average_precision_at_r": "MAP@R", "r_precision": "R-prec"}
+    rows = [f"{'model':<10}" + "".join(f"{header[name]:>9}" for name in SCALAR_METRICS)]
     for model, metrics in results.items():
-        rows.append(f"{model:<10}" + "".join(f"{metrics[name]:>30.4f}" for name in METRICS))
+        rows.append(f"{model:<10}" + "".join(f"{metrics[name]:>9.4f}" for name in SCALAR_METRICS))
     return "\n".join(rows)
+
+
+def scalars(metrics: dict, prefix: str) -> dict[str, float]:
+    return {f"{prefix}{name}": metrics[name] for name in SCALAR_METRICS}
+
+
+def with_class_names(metrics: dict, class_names: list[str]) -> dict:
+    """Per-class results keyed by class name, and the confusion matrix with its row/column names."""
+    named = dict(metrics)
+    named["per_class_precision_at_1"] = {class_names[c]: v for c, v in metrics["per_class_precision_at_1"].items()}
+    named["nn_confusion"] = {"classes": class_names, "counts": metrics["nn_confusion"]}
+    return named
 
 
 def save_checkpoint(path: Path, **state) -> None:
@@ -125,13 +140,13 @@ def train(cfg: DictConfig) -> dict[str, dict[str, float]]:
         order = list(range(len(records["val"])))
         embeddings = torch.cat([embed_batch("val", chunk).cpu()
                                 for chunk in batched(order, cfg.trainer.embed_batch_size)])
-        return retrieval_metrics(embeddings, labels["val"])
+        return with_class_names(retrieval_metrics(embeddings, labels["val"], len(label_map)), list(label_map))
 
     majority = Counter(labels["train"].tolist()).most_common(1)[0][0]
     results = {"untrained": evaluate(), "chance": chance_metrics(labels["val"], majority)}
     tracker = start_tracker(cfg, output_dir)
     try:
-        tracker.log({f"val/untrained/{k}": v for k, v in results["untrained"].items()}, step=0)
+        tracker.log(scalars(results["untrained"], "val/untrained/"), step=0)
         step = 0
         progress = tqdm(total=cfg.trainer.epochs * len(sampler), desc="train", unit="step")
         for epoch in range(1, cfg.trainer.epochs + 1):
@@ -149,8 +164,8 @@ def train(cfg: DictConfig) -> dict[str, dict[str, float]]:
                 progress.set_postfix(epoch=epoch, loss=f"{loss.item():.4f}", mined=mined)
                 tracker.log({"train/loss": loss.item(), "train/mined_triplets": mined, "epoch": epoch}, step=step)
             results["trained"] = evaluate()
-            tracker.log({f"val/{k}": v for k, v in results["trained"].items()}, step=step)
-            log.info("epoch %d: %s", epoch, ", ".join(f"{k} {v:.4f}" for k, v in results["trained"].items()))
+            tracker.log(scalars(results["trained"], "val/"), step=step)
+            log.info("epoch %d: %s", epoch, ", ".join(f"{k} {v:.4f}" for k, v in scalars(results["trained"], "").items()))
         progress.close()
 
         save_checkpoint(output_dir / "checkpoints" / "last.pt", head=head.state_dict(),
@@ -158,7 +173,7 @@ def train(cfg: DictConfig) -> dict[str, dict[str, float]]:
                         config=OmegaConf.to_container(cfg, resolve=True), epoch=cfg.trainer.epochs)
         results = {name: results[name] for name in ("trained", "untrained", "chance")}
         (output_dir / "metrics.json").write_text(json.dumps(results, indent=2) + "\n")
-        tracker.summarize({f"{model}/{k}": v for model, metrics in results.items() for k, v in metrics.items()})
+        tracker.summarize({k: v for model, metrics in results.items() for k, v in scalars(metrics, f"{model}/").items()})
         log.info("results (%d val images):\n%s", len(labels["val"]), format_table(results))
     except BaseException:
         tracker.finish(exit_code=1)
