@@ -16,9 +16,15 @@ class SampleDataConfig:
     _target_: str = "charfeat.data.sample.SampleData"
     root: str = MISSING
     train_jsonl: str = "train.jsonl"
-    val_jsonl: str = "val.jsonl"
+    val_jsonl: Optional[str] = "val.jsonl"
     image_dir: str = "images"
     label_field: str = "fashion_style"
+    on_bad_record: str = "error"
+    drop_quality: List[str] = field(default_factory=lambda: ["Low"])
+    keep_unknown: bool = False
+    start_index: int = 0
+    val_fraction: float = 0.1
+    split_seed: int = 0
     num_classes: int = 8
     train_per_class: int = 30
     val_per_class: int = 10
@@ -31,9 +37,15 @@ class LocalDataConfig:
     _target_: str = "charfeat.data.local.LocalData"
     root: str = MISSING
     train_jsonl: str = "train.jsonl"
-    val_jsonl: str = "val.jsonl"
+    val_jsonl: Optional[str] = "val.jsonl"
     image_dir: str = "images"
     label_field: str = "fashion_style"
+    on_bad_record: str = "error"
+    drop_quality: List[str] = field(default_factory=lambda: ["Low"])
+    keep_unknown: bool = False
+    start_index: int = 0
+    val_fraction: float = 0.1
+    split_seed: int = 0
 
 
 @dataclass
@@ -41,16 +53,27 @@ class S3DataConfig:
     _target_: str = "charfeat.data.s3.S3Data"
     root: str = "."
     train_jsonl: str = "train.jsonl"
-    val_jsonl: str = "val.jsonl"
+    val_jsonl: Optional[str] = "val.jsonl"
     label_field: str = "fashion_style"
+    on_bad_record: str = "error"
+    drop_quality: List[str] = field(default_factory=lambda: ["Low"])
+    keep_unknown: bool = False
+    start_index: int = 0
+    val_fraction: float = 0.1
+    split_seed: int = 0
     bucket: str = MISSING
     prefix: str = ""
     val_prefix: Optional[str] = None
     region: Optional[str] = "us-east-1"
     endpoint_url: Optional[str] = None
     profile: Optional[str] = None
+    retry_mode: str = "standard"
     max_attempts: int = 5
+    connect_timeout: float = 5.0
+    read_timeout: float = 30.0
     max_workers: int = 16
+    prefetch: int = 64
+    cache_dir: Optional[str] = None
 
 
 @dataclass

@@ -7,11 +7,23 @@ in it, since a class the model never saw cannot be scored.
 import json
 from pathlib import Path
 
-from charfeat.data.records import Record, RecordError
+from charfeat.data.records import Issues, Record, RecordError
 
 
 def build_label_map(records: list[Record]) -> dict[str, int]:
     return {name: index for index, name in enumerate(sorted({r.label for r in records}))}
+
+
+def keep_known_labels(records: list[Record], label_map: dict[str, int], source: str, issues: Issues) -> list[Record]:
+    """Records whose label is in the mapping; each other one is a bad record (error or skip)."""
+    kept = []
+    for record in records:
+        if record.label in label_map:
+            kept.append(record)
+        else:
+            issues.bad(f"{source}:{record.line}", f"label {record.label!r} is not in the label mapping "
+                                                  f"{sorted(label_map)}")
+    return kept
 
 
 def encode_labels(records: list[Record], label_map: dict[str, int], source: str) -> list[int]:
@@ -24,6 +36,14 @@ def encode_labels(records: list[Record], label_map: dict[str, int], source: str)
             f"{sorted(label_map)} ({len(unknown)} such record(s))"
         )
     return [label_map[r.label] for r in records]
+
+
+def load_label_map(path: str | Path) -> dict[str, int]:
+    """A mapping file, checked: a flat object of distinct indices 0..n-1."""
+    mapping = json.loads(Path(path).read_text(encoding="utf-8"))
+    if not isinstance(mapping, dict) or sorted(mapping.values()) != list(range(len(mapping))):
+        raise RecordError(f"{path}: a label mapping must be a flat JSON object of names to indices 0..n-1")
+    return mapping
 
 
 def save_label_map(label_map: dict[str, int], path: str | Path) -> None:

@@ -2,21 +2,26 @@
 
 from pathlib import Path
 
-from charfeat.data.source import DataSource, ImageLoadError
+from charfeat.data.source import DataSource
 
 
 class LocalData(DataSource):
-    def __init__(self, root: str, train_jsonl: str, val_jsonl: str, image_dir: str = "images",
-                 label_field: str = "fashion_style"):
-        super().__init__(root, train_jsonl, val_jsonl, label_field)
+    def __init__(self, root: str, train_jsonl: str = "train.jsonl", val_jsonl: str | None = "val.jsonl",
+                 image_dir: str = "images", **options):
+        super().__init__(root, train_jsonl, val_jsonl, **options)
         self.image_dir = self.root / image_dir
 
     def location(self, split: str, filename: str) -> str:
         return str(self.image_dir / filename)
 
-    def fetch_bytes(self, split: str, filenames: list[str]) -> list[bytes]:
-        paths = [Path(self.location(split, name)) for name in filenames]
-        missing = [str(p) for p in paths if not p.is_file()]
-        if missing:
-            raise ImageLoadError(f"{len(missing)} image(s) not found:\n  " + "\n  ".join(missing))
-        return [p.read_bytes() for p in paths]
+    def missing(self, split: str, filenames: list[str]) -> list[str]:
+        return [name for name in filenames if not (self.image_dir / name).is_file()]
+
+    def fetch(self, split: str, filenames: list[str]) -> list[bytes | str]:
+        results: list[bytes | str] = []
+        for name in filenames:
+            try:
+                results.append(Path(self.image_dir / name).read_bytes())
+            except OSError as err:
+                results.append(f"not readable ({err.strerror})")
+        return results

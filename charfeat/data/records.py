@@ -1,13 +1,26 @@
 """Metadata records from the labeller's JSONL files, validated line by line.
 
-Only the fields charfeat uses are kept: any other top-level key (older files carry profile
-information) is dropped on read, so it never reaches logs, W&B or checkpoints.
+Two schemas are read (SEED-NOTES): the current one names its image (``image_filename``,
+``filename`` or ``image_path``); the older one does not, and its filename comes from the line's
+position, ``aug_{start_index + line - 1:05d}.jpg``. A file is older-schema when none of its
+records names an image, so a current file with one nameless record is an error, not a guess.
+
+Only the fields charfeat uses are kept: any other key (older files carry profile information)
+is dropped on read, so it never reaches logs, W&B or checkpoints. Messages name file, line and
+key, never a record's content.
 """
 
 import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+
+# image_metadata keys charfeat reads; everything else is dropped on read
+METADATA_KEYS = ("fashion_style", "shot_type", "visual_quality", "physical_features", "caption", "vibe_category")
+LABEL_FIELDS = ("fashion_style", "vibe_category", "shot_type")
+FILENAME_KEYS = ("filename", "image_filename", "image_path")
+UNKNOWN = "Unknown"
+POLICIES = ("error", "skip")
 
 
 class RecordError(ValueError):
@@ -22,49 +35,117 @@ class Record:
     metadata: dict = field(default_factory=dict, compare=False)
     line: int = 0
 
+    @property
+    def text_input(self) -> str:
+        return text_input(self.metadata)
 
-def _filename(raw: dict) -> str | None:
-    for key in ("filename", "image_filename"):
+
+def text_input(metadata: dict) -> str:
+    """The replaced system's text template, so processed files stay interchangeable with its own."""
+    features = metadata.get("physical_features") or []
+    if isinstance(features, str):
+        features = [features]
+    text = (f"Style: {metadata.get('fashion_style') or UNKNOWN}. Features: {', '.join(map(str, features))}. "
+            f"Vibe: {metadata.get('vibe_category') or UNKNOWN}.")
+    if metadata.get("caption"):
+        text += f" Caption: {metadata['caption']}"
+    return text
+
+
+class Issues:
+    """Bad records and images: raised at once under ``error``, collected and counted under ``skip``."""
+
+    def __init__(self, policy: str = "error"):
+        if policy not in POLICIES:
+            raise ValueError(f"data.on_bad_record must be one of {POLICIES}, got {policy!r}")
+        self.policy = policy
+        self.skipped: list[str] = []   # "<where>: <reason>" per skipped record or image
+        self.filtered: dict[str, int] = {}  # reason -> count, for records left out on purpose
+
+    def bad(self, where: str, reason: str, error: type[Exception] = RecordError) -> None:
+        if self.policy == "error":
+            raise error(f"{where}: {reason}")
+        self.skipped.append(f"{where}: {reason}")
+
+    def filter(self, reason: str) -> None:
+        self.filtered[reason] = self.filtered.get(reason, 0) + 1
+
+
+def _named_file(raw: dict) -> str | None:
+    for key in FILENAME_KEYS:
         if raw.get(key):
-            return str(raw[key])
-    if raw.get("image_path"):
-        return os.path.basename(str(raw["image_path"]))
+            return os.path.basename(str(raw[key])) if key == "image_path" else str(raw[key])
     return None
 
 
-def read_records(path: str | Path, label_field: str = "fashion_style") -> list[Record]:
-    """Parse one JSONL file; raise RecordError naming ``path:line`` on the first bad record."""
-    path = Path(path)
-    if not path.is_file():
-        raise RecordError(f"{path}: metadata file not found")
-    records: list[Record] = []
-    seen_ids: dict[str, int] = {}
-    seen_files: dict[str, int] = {}
+def _parse(path: Path, issues: Issues) -> list[tuple[int, dict]]:
+    rows = []
     with path.open(encoding="utf-8") as fh:
         for lineno, text in enumerate(fh, start=1):
             if not text.strip():
                 continue
-            where = f"{path}:{lineno}"
             try:
                 raw = json.loads(text)
             except json.JSONDecodeError as err:
-                raise RecordError(f"{where}: invalid JSON ({err.msg})") from None
+                issues.bad(f"{path}:{lineno}", f"invalid JSON ({err.msg} at column {err.colno})")
+                continue
             if not isinstance(raw, dict):
-                raise RecordError(f"{where}: expected a JSON object, got {type(raw).__name__}")
-            metadata = raw.get("image_metadata") or {}
-            label = metadata.get(label_field, raw.get(label_field))
-            if not label or not isinstance(label, str):
-                raise RecordError(f"{where}: missing label field {label_field!r}")
-            filename = _filename(raw)
-            if not filename:
-                raise RecordError(f"{where}: no filename (filename, image_filename or image_path)")
+                issues.bad(f"{path}:{lineno}", f"expected a JSON object, got {type(raw).__name__}")
+                continue
+            rows.append((lineno, raw))
+    return rows
+
+
+def read_records(path: str | Path, label_field: str = "fashion_style", issues: Issues | None = None,
+                 drop_quality: tuple[str, ...] | list[str] = ("Low",), keep_unknown: bool = False,
+                 start_index: int = 0) -> list[Record]:
+    """Parse one JSONL file (either schema); bad records go to ``issues`` (default: raise RecordError)."""
+    if label_field not in LABEL_FIELDS:
+        raise ValueError(f"data.label_field must be one of {LABEL_FIELDS}, got {label_field!r}")
+    issues = issues or Issues("error")
+    path = Path(path)
+    if not path.is_file():
+        raise RecordError(f"{path}: metadata file not found")
+    before = len(issues.skipped) + sum(issues.filtered.values())
+    rows = _parse(path, issues)
+    positional = not any(any(raw.get(key) for key in FILENAME_KEYS) for _, raw in rows)
+    records: list[Record] = []
+    seen_ids: dict[str, int] = {}
+    seen_files: dict[str, int] = {}
+    for lineno, raw in rows:
+        where = f"{path}:{lineno}"
+        nested = raw.get("image_metadata")
+        nested = nested if isinstance(nested, dict) else {}
+        metadata = {key: nested.get(key, raw.get(key)) for key in METADATA_KEYS
+                    if nested.get(key, raw.get(key)) is not None}
+        if metadata.get("visual_quality") in drop_quality:
+            issues.filter(f"visual_quality {metadata['visual_quality']}")
+            continue
+        label = metadata.get(label_field)
+        if not isinstance(label, str) or not label.strip() or (label == UNKNOWN and not keep_unknown):
+            issues.bad(where, f"missing label {label_field!r}" + (" (Unknown)" if label == UNKNOWN else ""))
+            continue
+        if positional:
+            filename = f"aug_{start_index + lineno - 1:05d}.jpg"
             record_id = str(raw.get("id") or Path(filename).stem)
-            if record_id in seen_ids:
-                raise RecordError(f"{where}: duplicate id {record_id!r} (first on line {seen_ids[record_id]})")
-            if filename in seen_files:
-                raise RecordError(f"{where}: duplicate filename {filename!r} (first on line {seen_files[filename]})")
-            seen_ids[record_id] = seen_files[filename] = lineno
-            records.append(Record(record_id, filename, label, dict(metadata), lineno))
+        else:
+            filename = _named_file(raw)
+            if not filename:
+                issues.bad(where, f"missing filename (one of {', '.join(FILENAME_KEYS)})")
+                continue
+            if not raw.get("id"):
+                issues.bad(where, "missing id")
+                continue
+            record_id = str(raw["id"])
+        if record_id in seen_ids:
+            issues.bad(where, f"duplicate id {record_id!r} (first on line {seen_ids[record_id]})")
+            continue
+        if filename in seen_files:
+            issues.bad(where, f"duplicate filename {filename!r} (first on line {seen_files[filename]})")
+            continue
+        seen_ids[record_id] = seen_files[filename] = lineno
+        records.append(Record(record_id, filename, label, metadata, lineno))
     if not records:
-        raise RecordError(f"{path}: no records")
+        left_out = len(issues.skipped) + sum(issues.filtered.values()) - before
+        raise RecordError(f"{path}: no usable records" + (f" ({left_out} left out)" if left_out else " (empty file)"))
     return records

@@ -167,10 +167,10 @@ def _manifest(*params) -> dict:
 class SampleData(LocalData):
     """LocalData over a generated set, (re)generated when missing or made with other settings."""
 
-    def __init__(self, root: str, train_jsonl: str = "train.jsonl", val_jsonl: str = "val.jsonl",
-                 image_dir: str = "images", label_field: str = "fashion_style", num_classes: int = 8,
-                 train_per_class: int = 30, val_per_class: int = 10, image_size: int = 96, seed: int = 0):
-        super().__init__(root, train_jsonl, val_jsonl, image_dir, label_field)
+    def __init__(self, root: str, train_jsonl: str = "train.jsonl", val_jsonl: str | None = "val.jsonl",
+                 image_dir: str = "images", num_classes: int = 8, train_per_class: int = 30,
+                 val_per_class: int = 10, image_size: int = 96, seed: int = 0, **options):
+        super().__init__(root, train_jsonl, val_jsonl, image_dir, **options)
         self.params = (num_classes, train_per_class, val_per_class, image_size, seed)
 
     def ensure_generated(self) -> None:

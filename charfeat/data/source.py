@@ -1,47 +1,143 @@
 """The data-source interface: records per split from local JSONL, image bytes from a store.
 
 Local folders, the generated sample set and S3 differ only in how bytes are fetched, so the
-training loop depends on this class alone. Images that fail to load raise an error naming
-their location: nothing is ever replaced by a placeholder.
+training loop depends on this class alone. Records are read and checked once, both splits
+together (the label mapping and a generated val split need the training file), and every
+image is checked to exist before any model is built. A bad record or image is an error naming
+it, or, under ``on_bad_record=skip``, left out and reported: never replaced by a placeholder.
 """
 
 import io
+import logging
 from abc import ABC, abstractmethod
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from charfeat.data.records import Record, read_records
+from charfeat.data.labels import build_label_map, keep_known_labels
+from charfeat.data.records import Issues, Record, read_records
+from charfeat.data.split import stratified_split
 
 SPLITS = ("train", "val")
+log = logging.getLogger(__name__)
 
 
 class ImageLoadError(RuntimeError):
     """One or more images could not be fetched or decoded; lists every location."""
 
 
+def decode(blob: bytes) -> Image.Image:
+    """Fully decode (a truncated JPEG fails here, not later in the model) and convert to RGB."""
+    with Image.open(io.BytesIO(blob)) as image:
+        return image.convert("RGB")
+
+
 class DataSource(ABC):
-    def __init__(self, root: str, train_jsonl: str, val_jsonl: str, label_field: str = "fashion_style"):
+    def __init__(self, root: str, train_jsonl: str, val_jsonl: str | None, label_field: str = "fashion_style",
+                 on_bad_record: str = "error", drop_quality: list[str] | tuple = ("Low",),
+                 keep_unknown: bool = False, start_index: int = 0, val_fraction: float = 0.1,
+                 split_seed: int = 0):
         self.root = Path(root).expanduser()
         self.jsonl = {"train": train_jsonl, "val": val_jsonl}
         self.label_field = label_field
+        self.read_options = dict(label_field=label_field, drop_quality=tuple(drop_quality),
+                                 keep_unknown=keep_unknown, start_index=start_index)
+        self.val_fraction, self.split_seed = val_fraction, split_seed
+        self.issues = Issues(on_bad_record)  # validates the policy name now, before any file is read
+        self._records: dict[str, list[Record]] = {}
 
     def jsonl_path(self, split: str) -> Path:
+        """The file a split's records come from (the training file for a generated val split)."""
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-        path = Path(self.jsonl[split]).expanduser()
+        path = Path(self.jsonl[split] or self.jsonl["train"]).expanduser()
         return path if path.is_absolute() else self.root / path
 
     def records(self, split: str) -> list[Record]:
-        return read_records(self.jsonl_path(split), self.label_field)
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        if not self._records:
+            self._records = self._prepare()
+        return self._records[split]
+
+    def _prepare(self) -> dict[str, list[Record]]:
+        issues = self.issues = Issues(self.issues.policy)
+        splits = {"train": read_records(self.jsonl_path("train"), issues=issues, **self.read_options)}
+        if self.jsonl["val"]:
+            splits["val"] = read_records(self.jsonl_path("val"), issues=issues, **self.read_options)
+        else:
+            splits["train"], splits["val"] = stratified_split(splits["train"], self.val_fraction, self.split_seed)
+            log.info("no val file: %.0f%% of each class split off (seed %d)", 100 * self.val_fraction,
+                     self.split_seed)
+        for split, records in splits.items():
+            splits[split] = self.check_images(split, records, issues)
+        splits["val"] = keep_known_labels(splits["val"], build_label_map(splits["train"]),
+                                          str(self.jsonl_path("val")), issues)
+        for split, records in splits.items():
+            if not records:
+                raise ImageLoadError(f"{self.jsonl_path(split)}: no {split} records left to use")
+        self._order = {split: [r.filename for r in records] for split, records in splits.items()}
+        if issues.skipped or issues.filtered:
+            log.warning("%s", self.describe_issues())
+        return splits
+
+    def describe_issues(self) -> str:
+        """What was left out and why, one line each (locations and ids only, never content)."""
+        lines = [f"left out by filter: {n} record(s) with {reason}" for reason, n in self.issues.filtered.items()]
+        if self.issues.skipped:
+            lines.append(f"skipped (data.on_bad_record=skip): {len(self.issues.skipped)}")
+            lines += [f"  {item}" for item in self.issues.skipped]
+        return "data: " + "\n".join(lines)
+
+    def issue_summary(self) -> dict[str, int]:
+        """Counts for the tracker: ``data/skipped`` and ``data/filtered``."""
+        return {"data/skipped": len(self.issues.skipped), "data/filtered": sum(self.issues.filtered.values())}
+
+    def check_images(self, split: str, records: list[Record], issues: Issues) -> list[Record]:
+        """Every image must exist (all missing ones named at once); under ``skip``, also decode."""
+        missing = set(self.missing(split, [r.filename for r in records]))
+        if missing and issues.policy == "error":
+            raise ImageLoadError(f"{len(missing)} {split} image(s) not found:\n  " + "\n  ".join(
+                f"{self.location(split, r.filename)} (id {r.id})" for r in records if r.filename in missing))
+        keep = []
+        for record in records:
+            if record.filename in missing:
+                issues.bad(f"{self.location(split, record.filename)} (id {record.id})", "not found")
+            else:
+                keep.append(record)
+        if issues.policy == "error":
+            return keep
+        records, keep = keep, []
+        for start in range(0, len(records), 64):  # chunks bound the bytes held in memory
+            chunk = records[start:start + 64]
+            for record, blob in zip(chunk, self.fetch(split, [r.filename for r in chunk])):
+                reason = blob if isinstance(blob, str) else _undecodable(blob)
+                if reason:
+                    issues.bad(f"{self.location(split, record.filename)} (id {record.id})", reason)
+                else:
+                    keep.append(record)
+        return keep
 
     @abstractmethod
     def location(self, split: str, filename: str) -> str:
         """Where an image lives (a path or s3:// URL), for messages."""
 
     @abstractmethod
+    def missing(self, split: str, filenames: list[str]) -> list[str]:
+        """The filenames that do not exist in the store, found as cheaply as the store allows."""
+
+    @abstractmethod
+    def fetch(self, split: str, filenames: list[str]) -> list[bytes | str]:
+        """The encoded bytes of each file, in order, or a reason string for each that failed."""
+
     def fetch_bytes(self, split: str, filenames: list[str]) -> list[bytes]:
-        """The encoded bytes of each file, in order; raise ImageLoadError naming every failure."""
+        """Like fetch, but any failure raises ImageLoadError naming every failed location."""
+        results = self.fetch(split, filenames)
+        failed = [f"{self.location(split, name)}: {result}" for name, result in zip(filenames, results)
+                  if isinstance(result, str)]
+        if failed:
+            raise ImageLoadError(f"{len(failed)} image(s) could not be fetched:\n  " + "\n  ".join(failed))
+        return results
 
     def load_images(self, split: str, records: list[Record]) -> list[Image.Image]:
         """Fetch and decode a batch of images as RGB."""
@@ -49,10 +145,17 @@ class DataSource(ABC):
         images, bad = [], []
         for record, blob in zip(records, blobs):
             try:
-                with Image.open(io.BytesIO(blob)) as image:
-                    images.append(image.convert("RGB"))
+                images.append(decode(blob))
             except (UnidentifiedImageError, OSError) as err:
                 bad.append(f"{self.location(split, record.filename)} (id {record.id}): {err}")
         if bad:
             raise ImageLoadError(f"{len(bad)} image(s) could not be decoded:\n  " + "\n  ".join(bad))
         return images
+
+
+def _undecodable(blob: bytes) -> str | None:
+    try:
+        decode(blob)
+    except (UnidentifiedImageError, OSError) as err:
+        return f"undecodable ({err})"
+    return None
