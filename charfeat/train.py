@@ -146,6 +146,7 @@ def train(cfg: DictConfig) -> dict[str, dict[str, float]]:
     results = {"untrained": evaluate(), "chance": chance_metrics(labels["val"], majority)}
     tracker = start_tracker(cfg, output_dir)
     try:
+        tracker.summarize(data.issue_summary())  # counts of skipped/filtered records and images
         tracker.log(scalars(results["untrained"], "val/untrained/"), step=0)
         step = 0
         progress = tqdm(total=cfg.trainer.epochs * len(sampler), desc="train", unit="step")

@@ -1,0 +1,66 @@
+"""A live S3 endpoint (moto's server, credentials enforced) and a small sample set uploaded to it.
+
+The server is started once per session; each test gets its own key prefix, so tests that delete
+or corrupt objects do not disturb the others.
+"""
+
+import itertools
+from pathlib import Path
+
+import pytest
+
+from s3_endpoint import FaultyProxy, MotoServer
+
+BUCKET = "charfeat-test"
+_prefixes = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def moto_server():
+    server = MotoServer()
+    server.client().create_bucket(Bucket=BUCKET)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def small_sample(cache_dir) -> Path:
+    """4 classes, 8 train and 4 val images each, 64 px: generated once per session."""
+    from charfeat.data.sample import SampleData
+
+    data = SampleData(str(cache_dir / "s3_sample"), num_classes=4, train_per_class=8, val_per_class=4,
+                      image_size=64)
+    data.ensure_generated()
+    return data.root
+
+
+@pytest.fixture
+def s3_env(moto_server, monkeypatch, tmp_path):
+    """boto3's chain sees only the server's key pair, from the environment."""
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+    for name, value in moto_server.credentials.items():
+        monkeypatch.setenv(name, value)
+    return moto_server.credentials
+
+
+@pytest.fixture
+def uploaded(moto_server, small_sample, s3_env) -> str:
+    """A fresh prefix holding the small sample's images; returns the prefix."""
+    from charfeat.upload import plan, upload
+
+    prefix = f"run{next(_prefixes)}/images/"
+    files = plan(small_sample / "images", [small_sample / "train.jsonl", small_sample / "val.jsonl"],
+                 "fashion_style", 0)
+    upload(files, BUCKET, prefix, moto_server.client())
+    return prefix
+
+
+@pytest.fixture
+def faulty_proxy(moto_server):
+    proxy = FaultyProxy(moto_server.port, fault_rate=0.25, seed=1)
+    yield proxy
+    proxy.stop()
