@@ -89,13 +89,22 @@ class PKSamplerConfig:
 class BackboneConfig:
     _target_: str = "charfeat.backbone.Qwen3VLBackbone"
     name_or_path: str = MISSING
+    revision: Optional[str] = None
     prompt: str = "Describe this person's appearance."
+    text: str = "none"
     pooling: str = "mean"
+    layer: int = -1
     train: str = "frozen"
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_target_modules: str = MISSING
     dtype: str = "float32"
     min_pixels: Optional[int] = None
     max_pixels: Optional[int] = None
     attn_implementation: Optional[str] = "sdpa"
+    gradient_checkpointing: bool = False
+    feature_cache: Optional[str] = None
     build_tiny: bool = False
 
 

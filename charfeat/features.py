@@ -1,5 +1,19 @@
-"""Backbone passes over a split: images -> pooled features, in batches, with a progress bar."""
+"""Backbone passes over a split: images (+ record text) -> pooled features, in batches.
 
+With a frozen backbone that has a feature cache, `extract_features` reads every feature it can from
+disk and computes only the rest, so later epochs, runs and sweep jobs never rerun the backbone.
+Images are hashed after decoding, so the cache follows content, not filenames. Features missing
+from the cache are sorted by sequence length before batching, which keeps padding low; this cannot
+change a feature, because pooling ignores padding (batch invariance, tested).
+
+charfeat has no image augmentation: a frozen backbone sees each image exactly as stored, which is
+what makes one cached feature per image valid. Augmentation would need per-view keys or no cache.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
@@ -8,25 +22,132 @@ from tqdm.auto import tqdm
 from charfeat.data.records import Record
 from charfeat.data.source import DataSource
 
+log = logging.getLogger(__name__)
+
 
 def batched(items: list, size: int):
     for start in range(0, len(items), size):
         yield items[start:start + size]
 
 
+def record_text(record: Record, mode: str) -> str | None:
+    """The record's own text for `backbone.text`: None, its caption, or the labeller's text input.
+
+    text_input follows the replaced system's format (``Style: ... Features: ... Vibe: ... Caption: ...``)
+    but drops the field that holds the record's label, so the label is never handed to the model.
+    Captions are free text and may still name the label.
+    """
+    meta = record.metadata
+    caption = str(meta.get("caption") or "").strip()
+    if mode == "none":
+        return None
+    if mode == "caption":
+        return caption or None
+    if mode != "text_input":
+        raise ValueError(f"backbone.text={mode!r} is not one of ['caption', 'none', 'text_input']")
+    parts = []
+    style = meta.get("fashion_style") or "Unknown"
+    if style != record.label:
+        parts.append(f"Style: {style}.")
+    features = meta.get("physical_features") or []
+    if isinstance(features, str):
+        features = [features]
+    parts.append(f"Features: {', '.join(map(str, features))}.")
+    vibe = meta.get("vibe_category") or "Unknown"
+    if vibe != record.label:
+        parts.append(f"Vibe: {vibe}.")
+    if caption:
+        parts.append(f"Caption: {caption}")
+    return " ".join(parts)
+
+
+@dataclass
+class ExtractionStats:
+    """What one `extract_features` call did: cache hits, backbone batches, padding share."""
+
+    images: int = 0
+    cache_hits: int = 0
+    computed: int = 0
+    batches: int = 0
+    tokens: int = 0
+    padding_tokens: int = 0
+    batch_padding: list[float] = field(default_factory=list)
+
+    @property
+    def padding_share(self) -> float:
+        return self.padding_tokens / self.tokens if self.tokens else 0.0
+
+
+def _texts(backbone, records: list[Record]) -> list[str | None]:
+    return [record_text(r, getattr(backbone, "text", "none")) for r in records]
+
+
+def _forward(backbone, images, texts, device, stats: ExtractionStats | None) -> torch.Tensor:
+    inputs = backbone.preprocess(images, texts)
+    if stats is not None:
+        mask = inputs["attention_mask"]
+        stats.batches += 1
+        stats.tokens += mask.numel()
+        stats.padding_tokens += int((mask == 0).sum())
+        stats.batch_padding.append(float((mask == 0).sum()) / mask.numel())
+    return backbone(**{name: value.to(device) for name, value in inputs.items()})
+
+
 def encode_images(backbone: torch.nn.Module, data: DataSource, split: str, records: list[Record],
                   device: torch.device) -> torch.Tensor:
-    """One batch of records -> backbone features [B, hidden] on ``device``."""
-    inputs = backbone.preprocess(data.load_images(split, records))
-    return backbone(**{name: value.to(device) for name, value in inputs.items()})
+    """One batch of records -> backbone features [B, hidden] on ``device`` (gradients as the backbone allows)."""
+    return _forward(backbone, data.load_images(split, records), _texts(backbone, records), device, None)
 
 
 @torch.no_grad()
 def extract_features(backbone: torch.nn.Module, data: DataSource, split: str, records: list[Record],
                      batch_size: int, device: torch.device,
-                     then: Callable[[torch.Tensor], torch.Tensor] = lambda x: x) -> torch.Tensor:
-    """Features (or ``then(features)``) of every record, in order, gathered on the CPU."""
-    out = []
-    for chunk in tqdm(list(batched(records, batch_size)), desc=f"embed {split}", unit="batch", leave=False):
-        out.append(then(encode_images(backbone, data, split, chunk, device)).float().cpu())
-    return torch.cat(out)
+                     then: Callable[[torch.Tensor], torch.Tensor] = lambda x: x,
+                     stats: ExtractionStats | None = None) -> torch.Tensor:
+    """Features (or ``then(features)``) of every record, in order, gathered on the CPU.
+
+    Records are read in windows of 8 batches; within a window, the images not in the feature cache
+    are sorted by sequence length and run in batches of ``batch_size``.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if not records:
+        raise ValueError(f"no records to embed in split {split!r}")
+    stats = stats if stats is not None else ExtractionStats()
+    cache = getattr(backbone, "feature_cache", None)
+    out: list[torch.Tensor | None] = [None] * len(records)
+    window = 8 * batch_size
+    for start in tqdm(range(0, len(records), window), desc=f"embed {split}", unit="window", leave=False):
+        chunk = records[start:start + window]
+        images = data.load_images(split, chunk)
+        texts = _texts(backbone, chunk)
+        keys = None
+        todo = list(range(len(chunk)))
+        if cache is not None:
+            from charfeat.feature_cache import item_key
+
+            keys = [item_key(image, text) for image, text in zip(images, texts)]
+            todo = []
+            for i, cached in enumerate(cache.get(keys)):
+                if cached is None:
+                    todo.append(i)
+                else:
+                    out[start + i] = cached
+        stats.images += len(chunk)
+        stats.cache_hits += len(chunk) - len(todo)
+        stats.computed += len(todo)
+        if hasattr(backbone, "image_tokens"):
+            todo.sort(key=lambda i: (backbone.image_tokens(images[i]), len(texts[i] or "")))
+        for batch in batched(todo, batch_size):
+            features = _forward(backbone, [images[i] for i in batch], [texts[i] for i in batch], device, stats)
+            features = features.float().cpu()
+            if cache is not None:
+                cache.put([keys[i] for i in batch], features)
+            for i, row in zip(batch, features):
+                out[start + i] = row
+    if cache is not None:
+        cache.flush()
+        log.info("features %s: %d images, %d from the cache (%s), %d computed", split, stats.images,
+                 stats.cache_hits, cache.dir, stats.computed)
+    features = torch.stack(out)
+    return torch.cat([then(chunk.to(device)).float().cpu() for chunk in features.split(batch_size)])

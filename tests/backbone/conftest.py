@@ -6,7 +6,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
+
+# The tiny model's matmuls are too small to split: on a busy 2-core machine two threads run the
+# backbone tests up to 15x slower than one.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

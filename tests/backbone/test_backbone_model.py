@@ -62,13 +62,13 @@ def test_vision_pooling_uses_only_image_tokens(frozen, mixed_images):
 
 
 @pytest.mark.parametrize(
-    ("key", "value"), [("pooling", "cls"), ("train", "lora"), ("dtype", "float64")]
+    ("key", "value"), [("pooling", "cls"), ("train", "qlora"), ("dtype", "float64"), ("text", "ocr")]
 )
 def test_invalid_choices_raise_naming_allowed_values(tiny_path, key, value):
     with pytest.raises(ValueError, match=key) as error:
         Qwen3VLBackbone(str(tiny_path), **{key: value})
     assert value in str(error.value)
-    allowed = {"pooling": "mean", "train": "frozen", "dtype": "float32"}[key]
+    allowed = {"pooling": "mean", "train": "frozen", "dtype": "float32", "text": "caption"}[key]
     assert allowed in str(error.value)
 
 
