@@ -1,0 +1,218 @@
+"""Feature extraction through the on-disk cache: hits, keys, corruption, interrupted runs, record text."""
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from charfeat.data.records import Record
+from charfeat.feature_cache import FeatureCache, item_key
+from charfeat.features import ExtractionStats, extract_features, record_text
+
+torch.set_num_threads(1)  # tiny matmuls: one thread is faster on a shared 2-core machine
+CPU = torch.device("cpu")
+
+
+def image(seed: int, width: int = 96, height: int = 96) -> Image.Image:
+    return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8))
+
+
+class FakeData:
+    """The one DataSource method extraction uses, with a loaded-image count."""
+
+    def __init__(self, images: dict[str, Image.Image]):
+        self.images = images
+        self.loaded = 0
+
+    def load_images(self, split, records):
+        self.loaded += len(records)
+        return [self.images[r.filename].copy() for r in records]
+
+
+def make_records(n: int) -> list[Record]:
+    return [Record(f"id{i}", f"f{i}.jpg", "Casual_Basic" if i % 2 else "Street_Hip",
+                   {"fashion_style": "Casual_Basic" if i % 2 else "Street_Hip", "physical_features": ["hat"] * (i % 3),
+                    "vibe_category": "Warm_Friendly", "caption": "x" * (3 * i)}) for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from charfeat.backbone import build_tiny_qwen3_vl
+
+    return str(build_tiny_qwen3_vl(tmp_path_factory.mktemp("models") / "tiny"))
+
+
+@pytest.fixture
+def data():
+    sizes = [(96, 96), (64, 64), (128, 96), (96, 64)]
+    return FakeData({f"f{i}.jpg": image(i, *sizes[i % 4]) for i in range(10)})
+
+
+def backbone(tiny, cache_dir, **kwargs):
+    from charfeat.backbone import Qwen3VLBackbone
+
+    return Qwen3VLBackbone(tiny, feature_cache=None if cache_dir is None else str(cache_dir), **kwargs)
+
+
+def run(model, data, records, batch_size=3):
+    stats = ExtractionStats()
+    return extract_features(model, data, "train", records, batch_size, CPU, stats=stats), stats
+
+
+def test_second_pass_reads_everything_from_disk(tiny, tmp_path, data):
+    records = make_records(10)
+    first, stats = run(backbone(tiny, tmp_path), data, records)
+    assert (stats.computed, stats.cache_hits) == (10, 0)
+    fresh_model = backbone(tiny, tmp_path)  # another run: nothing in memory
+    fresh_model.forward = None  # the backbone must not run at all
+    second, stats = run(fresh_model, data, records, batch_size=4)
+    assert (stats.computed, stats.cache_hits, stats.batches) == (0, 10, 0)
+    assert torch.equal(first, second)
+    uncached, _ = run(backbone(tiny, None), data, records, batch_size=10)
+    torch.testing.assert_close(first, uncached, atol=1e-5, rtol=1e-5)  # sorting and batching change nothing
+    cache = fresh_model.feature_cache
+    assert len(cache.shards()) == 1 and (cache.dir / "key.json").is_file()
+    assert cache.dir.parent == tmp_path
+
+
+def test_subset_and_order_come_back_right(tiny, tmp_path, data):
+    records = make_records(10)
+    full, _ = run(backbone(tiny, tmp_path), data, records)
+    picked = [records[i] for i in (7, 2, 2, 9)]
+    part, stats = run(backbone(tiny, tmp_path), data, picked)
+    assert stats.computed == 0
+    assert torch.equal(part, full[[7, 2, 2, 9]])
+
+
+@pytest.mark.parametrize("change", [{"prompt": "Describe the outfit."}, {"pooling": "last"}, {"layer": 1},
+                                    {"max_pixels": 64 * 64}, {"text": "caption"}, {"attn_implementation": "eager"}])
+def test_any_key_change_recomputes(tiny, tmp_path, data, change):
+    records = make_records(4)
+    run(backbone(tiny, tmp_path), data, records)
+    _, stats = run(backbone(tiny, tmp_path, **change), data, records)
+    assert stats.computed == 4
+    assert len(list(tmp_path.iterdir())) == 2  # one directory per configuration
+
+
+def test_new_weights_or_new_pixels_recompute(tiny, tmp_path, data):
+    import shutil
+
+    records = make_records(4)
+    run(backbone(tiny, tmp_path), data, records)
+    data.images["f1.jpg"].putpixel((0, 0), (1, 2, 3))
+    _, stats = run(backbone(tiny, tmp_path), data, records)
+    assert stats.computed == 1  # only the changed image
+    retrained = tmp_path.parent / "retrained"
+    shutil.copytree(tiny, retrained)
+    (retrained / "config.json").write_text((retrained / "config.json").read_text() + "\n")
+    _, stats = run(backbone(str(retrained), tmp_path), data, records)
+    assert stats.computed == 4
+
+
+def test_frozen_only(tiny, tmp_path):
+    assert backbone(tiny, tmp_path, train="lora").feature_cache is None
+    assert backbone(tiny, None).feature_cache is None
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "empty"])
+def test_corrupt_shard_is_detected_and_rebuilt(tiny, tmp_path, data, damage, caplog):
+    records = make_records(6)
+    expected, _ = run(backbone(tiny, tmp_path), data, records)
+    [shard] = backbone(tiny, tmp_path).feature_cache.shards()
+    raw = bytearray(shard.read_bytes())
+    if damage == "flip":
+        raw[-5] ^= 0xFF
+    shard.write_bytes(bytes(raw[: len(raw) // 2] if damage == "truncate" else b"" if damage == "empty" else raw))
+    with caplog.at_level(logging.WARNING, logger="charfeat.feature_cache"):
+        got, stats = run(backbone(tiny, tmp_path), data, records)
+    assert "dropping bad shard" in caplog.text
+    assert stats.computed == 6 and torch.equal(got, expected)
+    shards = backbone(tiny, tmp_path).feature_cache.shards()
+    assert len(shards) == 1 and shards[0] != shard
+
+
+def test_interrupted_run_keeps_finished_shards(tiny, tmp_path, data, monkeypatch):
+    records = make_records(10)
+    model = backbone(tiny, tmp_path)
+    model.feature_cache.flush_every = 3
+    calls = {"n": 0}
+    real_forward = model.forward
+
+    def dies_on_third_batch(**inputs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real_forward(**inputs)
+
+    model.forward = dies_on_third_batch
+    with pytest.raises(KeyboardInterrupt):
+        run(model, data, records)
+    (model.feature_cache.dir / ".shard-x.safetensors.tmp").write_bytes(b"half a shard")  # a killed write
+    _, stats = run(backbone(tiny, tmp_path), data, records)
+    assert stats.cache_hits == 6 and stats.computed == 4
+
+
+def test_cache_roundtrip_and_shape_check(tmp_path):
+    cache = FeatureCache(tmp_path, {"a": 1}, dim=3)
+    keys = [bytes([i]) * 32 for i in range(4)]
+    feats = torch.randn(4, 3)
+    cache.put(keys, feats)
+    cache.flush()
+    again = FeatureCache(tmp_path, {"a": 1}, dim=3)
+    assert all(torch.equal(a, b) for a, b in zip(again.get(keys), feats))
+    assert FeatureCache(tmp_path, {"a": 2}, dim=3).get(keys) == [None] * 4
+    with pytest.raises(ValueError, match="dim"):
+        again.put(keys[:2], torch.randn(2, 4))
+
+
+def test_item_key_follows_pixels_and_text():
+    a, b = image(0), image(0)
+    assert item_key(a, None) == item_key(b, None) == item_key(a.convert("RGBA"), None)
+    assert item_key(a, "t") != item_key(a, None)
+    assert item_key(a, None) != item_key(image(1), None)
+
+
+def test_record_text_modes_never_hand_over_the_label():
+    record = Record("r", "r.jpg", "Chic_Modern", {"fashion_style": "Chic_Modern", "physical_features": ["hat", "glasses"],
+                                                 "vibe_category": "Warm_Friendly", "caption": "A person."})
+    assert record_text(record, "none") is None
+    assert record_text(record, "caption") == "A person."
+    assert record_text(record, "text_input") == "Features: hat, glasses. Vibe: Warm_Friendly. Caption: A person."
+    by_vibe = Record("r", "r.jpg", "Warm_Friendly", record.metadata)
+    assert record_text(by_vibe, "text_input") == "Style: Chic_Modern. Features: hat, glasses. Caption: A person."
+    bare = Record("r", "r.jpg", "Chic_Modern", {"fashion_style": "Chic_Modern"})
+    assert record_text(bare, "caption") is None
+    assert record_text(bare, "text_input") == "Features: . Vibe: Unknown."
+
+
+def test_sorting_by_length_cuts_padding(tiny, data):
+    from charfeat.features import _forward, batched
+
+    records = make_records(10)
+    model = backbone(tiny, None)
+    sorted_stats = run(model, data, records, batch_size=2)[1]
+    file_order = ExtractionStats()
+    for batch in batched(records, 2):
+        _forward(model, data.load_images("train", batch), [None] * len(batch), CPU, file_order)
+    assert sorted_stats.batches == file_order.batches == 5
+    assert sorted_stats.padding_share < file_order.padding_share
+
+
+@pytest.mark.slow
+def test_frozen_runs_share_the_cache(compose_cfg, tmp_path, caplog):
+    """Two training runs (as two jobs of a sweep would): the second never runs the backbone."""
+    from charfeat.train import train
+
+    overrides = ("trainer.epochs=1", "logger=none", "data.train_per_class=8", "data.val_per_class=4",
+                 f"backbone.feature_cache={tmp_path / 'features'}")
+    with caplog.at_level(logging.INFO, logger="charfeat.features"):
+        train(compose_cfg(*overrides))
+        first = [r.getMessage() for r in caplog.records if r.getMessage().startswith("features ")]
+        caplog.clear()
+        train(compose_cfg(*overrides, "loss.margin=0.3"))
+        second = [r.getMessage() for r in caplog.records if r.getMessage().startswith("features ")]
+    assert len(first) == len(second) == 2  # train and val
+    assert all(", 0 from the cache" in m for m in first)
+    assert all(m.endswith(" 0 computed") for m in second)
