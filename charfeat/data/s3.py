@@ -34,12 +34,12 @@ class S3AccessError(ImageLoadError):
 
 def make_client(region: str | None = "us-east-1", endpoint_url: str | None = None, profile: str | None = None,
                 retry_mode: str = "standard", max_attempts: int = 5, max_workers: int = 16,
-                connect_timeout: float = 5.0, read_timeout: float = 30.0):
+                connect_timeout: float = 5.0, read_timeout: float = 30.0, session=None):
     """An S3 client with botocore retries and a connection pool as large as the thread pool."""
     import boto3
     from botocore.config import Config
 
-    session = boto3.session.Session(profile_name=profile, region_name=region)
+    session = session or boto3.session.Session(profile_name=profile, region_name=region)
     return session.client("s3", endpoint_url=endpoint_url, config=Config(
         retries={"mode": retry_mode, "total_max_attempts": max_attempts},
         max_pool_connections=max_workers, connect_timeout=connect_timeout, read_timeout=read_timeout))
@@ -70,18 +70,22 @@ class S3Data(DataSource):
         self._reset()
 
     def _reset(self) -> None:
-        self._client = self._pool = None
+        self._session = self._client = self._pool = None
         self._pending: dict[tuple[str, str], Future] = {}
         self._pid = os.getpid()
 
     def __getstate__(self):
         state = dict(self.__dict__)
-        state.update(_client=None, _pool=None, _pending={}, _pid=None)
+        state.update(_session=None, _client=None, _pool=None, _pending={}, _pid=None)
         return state
 
     def _make_client(self, max_attempts: int):
+        if self._session is None:  # one per process: a second client from it skips reloading the API model
+            import boto3
+
+            self._session = boto3.session.Session(profile_name=self.profile, region_name=self.region)
         return make_client(self.region, self.endpoint_url, self.profile, self.retry_mode, max_attempts,
-                           self.max_workers, self.connect_timeout, self.read_timeout)
+                           self.max_workers, self.connect_timeout, self.read_timeout, self._session)
 
     @property
     def client(self):
@@ -97,6 +101,9 @@ class S3Data(DataSource):
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.max_workers, thread_name_prefix="charfeat-s3")
         return self._pool
+
+    def map(self, fn, items: list) -> list:
+        return list(self.pool.map(fn, items))
 
     def key(self, split: str, filename: str) -> str:
         return self.prefixes[split] + filename
@@ -131,6 +138,7 @@ class S3Data(DataSource):
         if prefix in self._listings:
             return self._listings[prefix]
         where = f"s3://{self.bucket}/{prefix}"
+        self.client  # noqa: B018 -- resets the session after a fork
         try:  # two attempts, so a wrong endpoint or credentials fail in seconds, not after backoff
             self._make_client(2).list_objects_v2(Bucket=self.bucket, Prefix=prefix, MaxKeys=1)
         except (BotoCoreError, ClientError) as err:

@@ -111,7 +111,8 @@ class DataSource(ABC):
         for start in range(0, len(records), 64):  # chunks bound the bytes held in memory
             chunk = records[start:start + 64]
             for record, blob in zip(chunk, self.fetch(split, [r.filename for r in chunk])):
-                reason = blob if isinstance(blob, str) else _undecodable(blob)
+                reason = blob if isinstance(blob, str) else _try_decode(blob)
+                reason = reason if isinstance(reason, str) else None
                 if reason:
                     issues.bad(f"{self.location(split, record.filename)} (id {record.id})", reason)
                 else:
@@ -139,23 +140,23 @@ class DataSource(ABC):
             raise ImageLoadError(f"{len(failed)} image(s) could not be fetched:\n  " + "\n  ".join(failed))
         return results
 
+    def map(self, fn, items: list) -> list:
+        """Apply ``fn`` to each item; stores with a thread pool run it there (PIL decodes without the GIL)."""
+        return list(map(fn, items))
+
     def load_images(self, split: str, records: list[Record]) -> list[Image.Image]:
         """Fetch and decode a batch of images as RGB."""
         blobs = self.fetch_bytes(split, [r.filename for r in records])
-        images, bad = [], []
-        for record, blob in zip(records, blobs):
-            try:
-                images.append(decode(blob))
-            except (UnidentifiedImageError, OSError) as err:
-                bad.append(f"{self.location(split, record.filename)} (id {record.id}): {err}")
+        images = self.map(_try_decode, blobs)
+        bad = [f"{self.location(split, record.filename)} (id {record.id}): {image}"
+               for record, image in zip(records, images) if isinstance(image, str)]
         if bad:
             raise ImageLoadError(f"{len(bad)} image(s) could not be decoded:\n  " + "\n  ".join(bad))
         return images
 
 
-def _undecodable(blob: bytes) -> str | None:
+def _try_decode(blob: bytes) -> Image.Image | str:
     try:
-        decode(blob)
+        return decode(blob)
     except (UnidentifiedImageError, OSError) as err:
         return f"undecodable ({err})"
-    return None

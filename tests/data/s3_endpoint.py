@@ -30,13 +30,14 @@ def free_port() -> int:
 
 
 class MotoServer:
-    """``moto_server`` on 127.0.0.1 with IAM auth on; ``credentials`` are a real key pair it accepts."""
+    """``moto_server`` on 127.0.0.1; ``credentials`` are a key pair it accepts, and with ``auth``
+    (tests) the only one: without it (the benchmark) the server skips per-request policy checks."""
 
-    def __init__(self):
+    def __init__(self, auth: bool = True):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         exe = shutil.which("moto_server", path=str(Path(sys.executable).parent)) or "moto_server"
-        env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": str(SETUP_ACTIONS)}
+        env = {**os.environ, **({"INITIAL_NO_AUTH_ACTION_COUNT": str(SETUP_ACTIONS)} if auth else {})}
         self.process = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(self.port)], env=env,
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 30
@@ -96,6 +97,10 @@ class FaultyProxy:
             def log_message(self, *args):
                 pass
 
+            def setup(self):
+                super().setup()  # no Nagle: headers and body go out as separate writes
+                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
             def _handle(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 fault = proxy._draw()
@@ -119,6 +124,8 @@ class FaultyProxy:
                 conn = getattr(self.server.local, "conn", None)
                 if conn is None:
                     conn = self.server.local.conn = http.client.HTTPConnection("127.0.0.1", upstream_port, timeout=60)
+                    conn.connect()
+                    conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 try:
                     conn.request(self.command, self.path, body=body or None,
                                  headers={k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP})
