@@ -136,8 +136,8 @@ def extract_features(backbone: torch.nn.Module, data: DataSource, split: str, re
         stats.images += len(chunk)
         stats.cache_hits += len(chunk) - len(todo)
         stats.computed += len(todo)
-        if hasattr(backbone, "image_tokens"):
-            todo.sort(key=lambda i: (backbone.image_tokens(images[i]), len(texts[i] or "")))
+        if hasattr(backbone, "sequence_length"):
+            todo.sort(key=lambda i: backbone.sequence_length(images[i], texts[i]))
         for batch in batched(todo, batch_size):
             features = _forward(backbone, [images[i] for i in batch], [texts[i] for i in batch], device, stats)
             features = features.float().cpu()

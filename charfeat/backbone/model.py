@@ -211,6 +211,11 @@ class Qwen3VLBackbone(nn.Module):
         height, width = smart_resize(image.height, image.width, factor=factor, min_pixels=lo, max_pixels=hi)
         return (height // factor) * (width // factor)
 
+    def sequence_length(self, image, text: str | None = None) -> int:
+        """Tokens the image and record text add to the fixed prompt: what batches are sorted by."""
+        extra = len(self.processor.tokenizer(text, add_special_tokens=False)["input_ids"]) if text else 0
+        return self.image_tokens(image) + extra
+
     def preprocess(self, images: list, texts: list[str | None] | None = None) -> dict[str, torch.Tensor]:
         """PIL images (+ one record text each) -> model inputs (input_ids, attention_mask,
         mm_token_type_ids, pixel_values, image_grid_thw)."""
