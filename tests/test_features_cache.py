@@ -216,3 +216,25 @@ def test_frozen_runs_share_the_cache(compose_cfg, tmp_path, caplog):
     assert len(first) == len(second) == 2  # train and val
     assert all(", 0 from the cache" in m for m in first)
     assert all(m.endswith(" 0 computed") for m in second)
+
+
+def test_hub_ids_are_keyed_by_their_cached_commit(tmp_path, monkeypatch):
+    from charfeat.feature_cache import model_revision
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--Qwen--Qwen3-VL-2B-Instruct"
+    (repo / "snapshots" / commit).mkdir(parents=True)
+    (repo / "snapshots" / commit / "config.json").write_text("{}")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    assert model_revision("Qwen/Qwen3-VL-2B-Instruct") == f"commit:{commit}"
+    local = tmp_path / "local"
+    local.mkdir()
+    (local / "config.json").write_text("{}")
+    first = model_revision(str(local))
+    (local / "config.json").write_text('{"changed": 1}')
+    assert first.startswith("sha256:") and model_revision(str(local)) != first
