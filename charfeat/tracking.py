@@ -26,6 +26,10 @@ class WandbTracker:
     def summarize(self, metrics: dict) -> None:
         self.run.summary.update(metrics)
 
+    def log_images(self, images: dict) -> None:
+        """{name: path of an image file} -> one W&B image per name."""
+        self.run.log({name: self._wandb.Image(str(path)) for name, path in images.items()})
+
     def finish(self, exit_code: int = 0) -> None:
         self.run.finish(exit_code=exit_code)
 
@@ -37,6 +41,9 @@ class NoTracker:
         pass
 
     def summarize(self, metrics: dict) -> None:
+        pass
+
+    def log_images(self, images: dict) -> None:
         pass
 
     def finish(self, exit_code: int = 0) -> None:
