@@ -126,6 +126,22 @@ class TripletLossConfig:
 
 
 @dataclass
+class MinedLossConfig:
+    _target_: str = "charfeat.losses.MinedLoss"
+    loss: Any = MISSING
+    miner: Any = None
+
+
+@dataclass
+class ArcFaceConfig:
+    _target_: str = "charfeat.losses.ArcFaceLoss"
+    _partial_: bool = True
+    margin: float = 28.6
+    scale: float = 64.0
+    lr: float = 1e-2
+
+
+@dataclass
 class AdamWConfig:
     _target_: str = "torch.optim.AdamW"
     _partial_: bool = True
@@ -139,6 +155,15 @@ class TrainerConfig:
     seed: int = 0
     device: str = "auto"
     embed_batch_size: int = 32
+    plots: bool = True
+    max_steps: Optional[int] = None
+    warmup_fraction: float = 0.05
+    schedule: str = "cosine"
+    grad_clip: Optional[float] = 1.0
+    accumulate: int = 1
+    precision: str = "auto"
+    monitor: str = "mean_average_precision_at_r"
+    patience: Optional[int] = None
 
 
 @dataclass
@@ -171,12 +196,56 @@ class TrainConfig:
     logger: Any = None
     paths: Any = MISSING
     task_name: str = "train"
+    ckpt_path: Optional[str] = None
     tags: List[str] = field(default_factory=list)
     optimized_metric: str = "mean_average_precision_at_r"
 
 
+@dataclass
+class EvaluateConfig:
+    """`python -m charfeat.evaluate`: a saved model's metrics and plots on one split."""
+
+    data: Any = None  # None: the data config saved in the checkpoint
+    paths: Any = MISSING
+    checkpoint: str = MISSING
+    split: str = "val"
+    device: str = "auto"
+    batch_size: Optional[int] = None  # None: the checkpoint's trainer.embed_batch_size
+    plots: bool = True
+    task_name: str = "evaluate"
+
+
+@dataclass
+class EmbedConfig:
+    """`python -m charfeat.embed`: a saved model's embeddings of one split, with ids and labels."""
+
+    data: Any = None  # None: the data config saved in the checkpoint
+    paths: Any = MISSING
+    checkpoint: str = MISSING
+    split: str = "val"
+    device: str = "auto"
+    batch_size: Optional[int] = None  # None: the checkpoint's trainer.embed_batch_size
+    task_name: str = "embed"
+
+
+@dataclass
+class SearchConfig:
+    """`python -m charfeat.search`: the items of an embed output most similar to one image."""
+
+    paths: Any = MISSING
+    checkpoint: str = MISSING
+    index: str = MISSING
+    query: str = MISSING
+    k: int = 5
+    device: str = "auto"
+    task_name: str = "search"
+
+
 SCHEMAS = {
     (None, "train_schema"): TrainConfig,
+    (None, "evaluate_schema"): EvaluateConfig,
+    (None, "embed_schema"): EmbedConfig,
+    (None, "search_schema"): SearchConfig,
     ("data", "sample_schema"): SampleDataConfig,
     ("data", "local_schema"): LocalDataConfig,
     ("data", "s3_schema"): S3DataConfig,
@@ -184,6 +253,8 @@ SCHEMAS = {
     ("backbone", "backbone_schema"): BackboneConfig,
     ("head", "head_schema"): HeadConfig,
     ("loss", "triplet_schema"): TripletLossConfig,
+    ("loss", "mined_schema"): MinedLossConfig,
+    ("loss", "arcface_schema"): ArcFaceConfig,
     ("optim", "adamw_schema"): AdamWConfig,
     ("trainer", "trainer_schema"): TrainerConfig,
     ("logger", "wandb_schema"): WandbConfig,

@@ -1,18 +1,30 @@
-"""Loss wiring: pytorch-metric-learning's triplet loss fed by its online triplet miner."""
+"""Loss wiring: pytorch-metric-learning losses, fed by its miners where the loss uses them.
+
+Every loss here maps (embeddings [B, D], labels [B]) to (scalar loss, number of mined tuples);
+zero mined tuples means the batch taught nothing, which a run should be able to see. Losses
+that hold weights (ArcFace's class centres) expose them as parameters, trained in their own
+optimizer group at their own learning rate (``lr``).
+"""
 
 import torch
 from torch import nn
 
-MINERS = ("semihard", "hard", "all", "easy")
+MINERS = ("semihard", "hard", "all", "easy", "batch_hard")
 DISTANCES = ("cosine", "euclidean")
 
 
-class TripletLoss(nn.Module):
-    """TripletMarginLoss over the triplets a TripletMarginMiner (same margin) picks in the batch.
+def _count(tuples) -> int:
+    """Mined triplets (a, p, n) or pairs (a1, p, a2, n): how many tuples the loss will see."""
+    if tuples is None:
+        return -1
+    if len(tuples) == 3:
+        return int(tuples[0].numel())
+    return int(tuples[0].numel() + tuples[2].numel())
 
-    Returns the loss and how many triplets were mined: zero mined triplets means the batch
-    taught nothing, which a run should be able to see.
-    """
+
+class TripletLoss(nn.Module):
+    """TripletMarginLoss over the triplets a miner picks: TripletMarginMiner (same margin) of the
+    given type, or BatchHardMiner (hardest positive and negative per anchor)."""
 
     def __init__(self, margin: float = 0.2, miner: str = "semihard", distance: str = "cosine"):
         super().__init__()
@@ -25,10 +37,44 @@ class TripletLoss(nn.Module):
         if distance not in DISTANCES:
             raise ValueError(f"loss.distance must be one of {DISTANCES}, got {distance!r}")
         metric = distances.CosineSimilarity() if distance == "cosine" else distances.LpDistance()
-        self.miner = miners.TripletMarginMiner(margin=margin, type_of_triplets=miner, distance=metric)
+        if miner == "batch_hard":
+            self.miner = miners.BatchHardMiner(distance=metric)
+        else:
+            self.miner = miners.TripletMarginMiner(margin=margin, type_of_triplets=miner, distance=metric)
         self.loss = losses.TripletMarginLoss(margin=margin, distance=metric)
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, int]:
-        """embeddings [B, D], labels [B] -> (scalar loss, number of mined triplets)."""
         triplets = self.miner(embeddings, labels)
-        return self.loss(embeddings, labels, triplets), int(triplets[0].numel())
+        return self.loss(embeddings, labels, triplets), _count(triplets)
+
+
+class MinedLoss(nn.Module):
+    """Any pytorch-metric-learning loss, with an optional miner; both built by Hydra from YAML."""
+
+    def __init__(self, loss: nn.Module, miner: nn.Module | None = None):
+        super().__init__()
+        self.loss, self.miner = loss, miner
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, int]:
+        tuples = self.miner(embeddings, labels) if self.miner is not None else None
+        if tuples is None:
+            return self.loss(embeddings, labels), len(labels)
+        return self.loss(embeddings, labels, tuples), _count(tuples)
+
+
+class ArcFaceLoss(nn.Module):
+    """Additive angular margin loss over learned class centres (sizes known only at run time)."""
+
+    def __init__(self, num_classes: int, embedding_dim: int, margin: float = 28.6, scale: float = 64.0,
+                 lr: float = 1e-2):
+        super().__init__()
+        from pytorch_metric_learning import losses
+
+        if lr <= 0:
+            raise ValueError(f"loss.lr must be > 0, got {lr}")
+        self.lr = lr
+        self.loss = losses.ArcFaceLoss(num_classes=num_classes, embedding_size=embedding_dim, margin=margin,
+                                       scale=scale)
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, int]:
+        return self.loss(embeddings, labels), len(labels)

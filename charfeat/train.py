@@ -8,10 +8,14 @@ otherwise images go through the backbone at every step. Every run writes metrics
 label_mapping.json and checkpoints/last.pt (the trained parts only) under paths.output_dir.
 """
 
+import functools
 import json
 import logging
+import math
 import os
 import random
+import signal
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -26,6 +30,8 @@ from charfeat.config import register_configs
 from charfeat.data.labels import build_label_map, encode_labels, save_label_map
 from charfeat.features import batched, encode_images, extract_features
 from charfeat.metrics import SCALAR_METRICS, chance_metrics, retrieval_metrics
+from charfeat.plots import save_plots
+from charfeat.schedule import lr_factor
 from charfeat.tracking import NoTracker
 
 log = logging.getLogger(__name__)
@@ -96,11 +102,73 @@ def save_checkpoint(path: Path, **state) -> None:
     os.replace(tmp, path)
 
 
+class TrainingInterrupted(Exception):
+    """SIGTERM/SIGINT arrived; a resumable checkpoint was saved."""
+
+    def __init__(self, signum: int, checkpoint: Path):
+        super().__init__(f"interrupted by signal {signum}; resume with ckpt_path={checkpoint}")
+        self.signum = signum
+
+
+class StopSignal:
+    """Turns SIGTERM/SIGINT into a flag checked after each step, so a step is never cut in half."""
+
+    def __init__(self):
+        self.signum = None
+
+    def __enter__(self):
+        self._previous = {s: signal.signal(s, self._handle) for s in (signal.SIGTERM, signal.SIGINT)}
+        return self
+
+    def _handle(self, signum, frame):
+        self.signum = signum
+
+    def __exit__(self, *exc):
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+
+
+def rng_state() -> dict:
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+
+
+def config_changes(saved: dict, current: dict, prefix: str = "") -> list[str]:
+    """Keys whose values differ between a checkpoint's config and this run's."""
+    changes = []
+    for key in sorted(set(saved) | set(current)):
+        old, new = saved.get(key), current.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            changes += config_changes(old, new, f"{prefix}{key}.")
+        elif old != new:
+            changes.append(f"{prefix}{key}: {old!r} -> {new!r}")
+    return changes
+
+
+def autocast(device: torch.device, precision: str):
+    """bf16 autocast on CUDA; fp32 on CPU, where bf16 matmuls are ~40x slower."""
+    if precision not in ("auto", "fp32", "bf16"):
+        raise ValueError(f"trainer.precision must be auto, fp32 or bf16, got {precision!r}")
+    use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
+
+
 def train(cfg: DictConfig) -> dict[str, dict[str, float]]:
     """Build everything from ``cfg``, train, evaluate; return {"trained", "untrained", "chance"}."""
-    if cfg.trainer.epochs < 1:
-        raise ValueError(f"trainer.epochs must be >= 1, got {cfg.trainer.epochs}")
-    seed_everything(cfg.trainer.seed)
+    tc = cfg.trainer
+    if tc.epochs < 1:
+        raise ValueError(f"trainer.epochs must be >= 1, got {tc.epochs}")
+    if tc.accumulate < 1:
+        raise ValueError(f"trainer.accumulate must be >= 1, got {tc.accumulate}")
+    if cfg.ckpt_path is not None and not Path(cfg.ckpt_path).is_file():
+        raise FileNotFoundError(f"ckpt_path={cfg.ckpt_path}: no such checkpoint file")
+    seed_everything(tc.seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
 
@@ -111,71 +179,152 @@ def train(cfg: DictConfig) -> dict[str, dict[str, float]]:
     labels = {split: torch.tensor(encode_labels(records[split], label_map, str(data.jsonl_path(split))))
               for split in records}
     log.info("classes: %d; images: %d train, %d val", len(label_map), len(labels["train"]), len(labels["val"]))
-    sampler = instantiate(cfg.sampler)(labels=labels["train"].tolist(), seed=cfg.trainer.seed,
+    sampler = instantiate(cfg.sampler)(labels=labels["train"].tolist(), seed=tc.seed,
                                        class_names=list(label_map))
     loss_fn = instantiate(cfg.loss)
+    if isinstance(loss_fn, functools.partial):  # a loss with weights sized by the run (ArcFace)
+        loss_fn = loss_fn(num_classes=len(label_map), embedding_dim=cfg.head.out_dim)
     save_label_map(label_map, output_dir / "label_mapping.json")
 
-    device = pick_device(cfg.trainer.device)
+    device = pick_device(tc.device)
     log.info("backbone: %s (%s)", cfg.backbone.name_or_path, cfg.backbone.train)
     backbone = instantiate(cfg.backbone).to(device)
     head = instantiate(cfg.head)(in_dim=backbone.hidden_size).to(device)
+    loss_fn = loss_fn.to(device)
     frozen = cfg.backbone.train == "frozen"
     trainable = [p for p in list(backbone.parameters()) + list(head.parameters()) if p.requires_grad]
-    optimizer = instantiate(cfg.optim)(params=trainable)
+    groups = [{"params": trainable}]
+    if list(loss_fn.parameters()):
+        groups.append({"params": list(loss_fn.parameters()), "lr": loss_fn.lr})
+    optimizer = instantiate(cfg.optim)(params=groups)
+    total_steps = math.ceil(tc.epochs * len(sampler) / tc.accumulate)
+    warmup_steps = int(tc.warmup_fraction * total_steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, functools.partial(lr_factor, total_steps=total_steps, warmup_steps=warmup_steps,
+                                     schedule=tc.schedule))
 
     if frozen:
-        features = {split: extract_features(backbone, data, split, records[split], cfg.trainer.embed_batch_size,
+        features = {split: extract_features(backbone, data, split, records[split], tc.embed_batch_size,
                                             device) for split in records}
 
     def embed_batch(split: str, index: list[int]) -> torch.Tensor:
-        if frozen:
-            return head(features[split][index].to(device))
-        return head(encode_images(backbone, data, split, [records[split][i] for i in index], device))
+        with autocast(device, tc.precision):
+            if frozen:
+                out = head(features[split][index].to(device))
+            else:
+                out = head(encode_images(backbone, data, split, [records[split][i] for i in index], device))
+        return out.float()
 
     @torch.no_grad()
-    def evaluate() -> dict[str, float]:
+    def embed_val() -> torch.Tensor:
         head.eval()
         backbone.eval()
         order = list(range(len(records["val"])))
-        embeddings = torch.cat([embed_batch("val", chunk).cpu()
-                                for chunk in batched(order, cfg.trainer.embed_batch_size)])
-        return with_class_names(retrieval_metrics(embeddings, labels["val"], len(label_map)), list(label_map))
+        return torch.cat([embed_batch("val", chunk).cpu() for chunk in batched(order, tc.embed_batch_size)])
+
+    def evaluate() -> dict[str, float]:
+        return with_class_names(retrieval_metrics(embed_val(), labels["val"], len(label_map)), list(label_map))
 
     majority = Counter(labels["train"].tolist()).most_common(1)[0][0]
     results = {"untrained": evaluate(), "chance": chance_metrics(labels["val"], majority)}
+    state = {"epoch": 0, "step_in_epoch": 0, "step": 0, "best": None, "best_epoch": 0, "stale_epochs": 0}
+    epoch_sampler_state = sampler.state_dict()
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+
+    def checkpoint(name: str) -> Path:
+        path = output_dir / "checkpoints" / f"{name}.pt"
+        save_checkpoint(path, head=head.state_dict(), backbone_trainable=backbone.trainable_state_dict(),
+                        loss=loss_fn.state_dict(), optimizer=optimizer.state_dict(),
+                        scheduler=scheduler.state_dict(), sampler=epoch_sampler_state, rng=rng_state(),
+                        results=results, label_map=label_map, config=resolved, **state)
+        return path
+
+    if cfg.ckpt_path is not None:
+        saved = torch.load(cfg.ckpt_path, map_location=device, weights_only=False)
+        if saved["label_map"] != label_map:
+            raise ValueError(f"ckpt_path={cfg.ckpt_path}: its classes {list(saved['label_map'])} differ from "
+                             f"this data's {list(label_map)}")
+        head.load_state_dict(saved["head"])
+        backbone.load_state_dict(saved["backbone_trainable"], strict=False)
+        loss_fn.load_state_dict(saved["loss"])
+        optimizer.load_state_dict(saved["optimizer"])
+        saved["scheduler"].pop("base_lrs")  # this run's learning rates win over the checkpoint's
+        scheduler.load_state_dict(saved["scheduler"])
+        for group, base_lr, factor in zip(optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
+            group["lr"] = base_lr * factor(scheduler.last_epoch)
+        epoch_sampler_state = saved["sampler"]
+        results.update(saved["results"])
+        state.update({key: saved[key] for key in state})
+        set_rng_state(saved["rng"])
+        for change in config_changes(saved["config"], resolved):
+            log.info("resume: this run's value wins: %s", change)
+        log.info("resumed from %s at epoch %d, step %d", cfg.ckpt_path, state["epoch"], state["step"])
+
     tracker = start_tracker(cfg, output_dir)
     try:
         tracker.summarize(data.issue_summary())  # counts of skipped/filtered records and images
         tracker.log(scalars(results["untrained"], "val/untrained/"), step=0)
-        step = 0
-        progress = tqdm(total=cfg.trainer.epochs * len(sampler), desc="train", unit="step")
-        for epoch in range(1, cfg.trainer.epochs + 1):
-            head.train()
-            backbone.train()
-            for index in sampler:
-                embeddings = embed_batch("train", index)
-                loss, mined = loss_fn(embeddings, labels["train"][index].to(device))
-                optimizer.zero_grad(set_to_none=True)
-                if loss.requires_grad:
-                    loss.backward()
-                    optimizer.step()
-                step += 1
-                progress.update()
-                progress.set_postfix(epoch=epoch, loss=f"{loss.item():.4f}", mined=mined)
-                tracker.log({"train/loss": loss.item(), "train/mined_triplets": mined, "epoch": epoch}, step=step)
-            results["trained"] = evaluate()
-            tracker.log(scalars(results["trained"], "val/"), step=step)
-            log.info("epoch %d: %s", epoch, ", ".join(f"{k} {v:.4f}" for k, v in scalars(results["trained"], "").items()))
+        progress = tqdm(total=tc.epochs * len(sampler), initial=state["step"], desc="train", unit="step")
+        with StopSignal() as stop:
+            while state["epoch"] < tc.epochs:
+                epoch = state["epoch"] + 1
+                head.train()
+                backbone.train()
+                sampler.load_state_dict(epoch_sampler_state)
+                batches = list(sampler)
+                for index in batches[state["step_in_epoch"]:]:
+                    loss, mined = loss_fn(embed_batch("train", index), labels["train"][index].to(device))
+                    if loss.requires_grad:
+                        (loss / tc.accumulate).backward()
+                    state["step"] += 1
+                    state["step_in_epoch"] += 1
+                    if state["step"] % tc.accumulate == 0 or state["step_in_epoch"] == len(batches):
+                        if tc.grad_clip is not None:
+                            torch.nn.utils.clip_grad_norm_(trainable, tc.grad_clip)
+                        optimizer.step()
+                        scheduler.step()
+                        optimizer.zero_grad(set_to_none=True)
+                    progress.update()
+                    progress.set_postfix(epoch=epoch, loss=f"{loss.item():.4f}", mined=mined)
+                    tracker.log({"train/loss": loss.item(), "train/mined": mined, "train/lr": scheduler.get_last_lr()[0],
+                                 "epoch": epoch}, step=state["step"])
+                    at_max = tc.max_steps is not None and state["step"] >= tc.max_steps
+                    if stop.signum is not None or at_max:
+                        path = checkpoint("last")
+                        if stop.signum is not None:
+                            raise TrainingInterrupted(stop.signum, path)
+                        log.info("stopped at trainer.max_steps=%d; resume with ckpt_path=%s", tc.max_steps, path)
+                        progress.close()
+                        tracker.finish()
+                        return results
+                epoch_sampler_state = sampler.state_dict()
+                state.update(epoch=epoch, step_in_epoch=0)
+                results["trained"] = evaluate()
+                tracker.log(scalars(results["trained"], "val/"), step=state["step"])
+                log.info("epoch %d: %s", epoch,
+                         ", ".join(f"{k} {v:.4f}" for k, v in scalars(results["trained"], "").items()))
+                score = results["trained"][tc.monitor]
+                if state["best"] is None or score > state["best"]:
+                    state.update(best=score, best_epoch=epoch, stale_epochs=0)
+                    checkpoint("best")
+                else:
+                    state["stale_epochs"] += 1
+                checkpoint("last")
+                tracker.log({f"val/{tc.monitor}_best": state["best"]}, step=state["step"])
+                if tc.patience is not None and state["stale_epochs"] >= tc.patience:
+                    log.info("early stop: no better %s for %d epochs (best %.4f at epoch %d)", tc.monitor,
+                             tc.patience, state["best"], state["best_epoch"])
+                    break
         progress.close()
 
-        save_checkpoint(output_dir / "checkpoints" / "last.pt", head=head.state_dict(),
-                        backbone_trainable=backbone.trainable_state_dict(), label_map=label_map,
-                        config=OmegaConf.to_container(cfg, resolve=True), epoch=cfg.trainer.epochs)
         results = {name: results[name] for name in ("trained", "untrained", "chance")}
         (output_dir / "metrics.json").write_text(json.dumps(results, indent=2) + "\n")
+        if tc.plots:  # of the model as it ends (checkpoints/last.pt)
+            tracker.log_images(save_plots(output_dir / "plots", embed_val(), labels["val"], list(label_map), data,
+                                          "val", records["val"]))
         tracker.summarize({k: v for model, metrics in results.items() for k, v in scalars(metrics, f"{model}/").items()})
-        log.info("results (%d val images):\n%s", len(labels["val"]), format_table(results))
+        log.info("results (%d val images; best %s %.4f at epoch %d, saved as checkpoints/best.pt):\n%s",
+                 len(labels["val"]), tc.monitor, state["best"], state["best_epoch"], format_table(results))
     except BaseException:
         tracker.finish(exit_code=1)
         raise
@@ -188,7 +337,12 @@ register_configs()
 
 @hydra.main(version_base="1.3", config_path="pkg://charfeat.conf", config_name="train")
 def main(cfg: DictConfig) -> float:
-    return train(cfg)["trained"][cfg.optimized_metric]
+    try:
+        trained = train(cfg).get("trained")  # absent when trainer.max_steps stopped the first epoch
+        return trained[cfg.optimized_metric] if trained else None
+    except TrainingInterrupted as stop:
+        log.warning("%s", stop)
+        sys.exit(128 + stop.signum)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """Every option of every config group composes, validates against its schema and instantiates."""
 
+import functools
 import inspect
 from importlib.resources import files
 
@@ -37,8 +38,10 @@ def instantiate_all(cfg):
     out = head.eval()(torch.randn(4, 16))
     assert out.shape == (4, cfg.head.out_dim)
     torch.testing.assert_close(out.norm(dim=-1), torch.ones(4))
-    loss, _ = instantiate(cfg.loss)(torch.nn.functional.normalize(torch.randn(8, 4), dim=-1),
-                                    torch.tensor([0, 0, 1, 1, 2, 2, 3, 3]))
+    loss_fn = instantiate(cfg.loss)
+    if isinstance(loss_fn, functools.partial):  # sized by the run, as train.py does
+        loss_fn = loss_fn(num_classes=4, embedding_dim=4)
+    loss, _ = loss_fn(torch.nn.functional.normalize(torch.randn(8, 4), dim=-1), torch.tensor([0, 0, 1, 1, 2, 2, 3, 3]))
     assert torch.isfinite(loss)
     assert isinstance(instantiate(cfg.optim)(params=head.parameters()), torch.optim.Optimizer)
 

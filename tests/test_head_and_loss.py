@@ -42,3 +42,48 @@ def test_triplet_loss_matches_hand_computation():
 def test_triplet_loss_rejects_bad_arguments(kwargs):
     with pytest.raises(ValueError):
         TripletLoss(**kwargs)
+
+
+@pytest.mark.parametrize("miner", ["semihard", "hard", "batch_hard"])
+def test_every_triplet_miner_trains(miner):
+    generator = torch.Generator().manual_seed(0)
+    embeddings = F.normalize(torch.randn(16, 8, generator=generator), dim=-1).requires_grad_()
+    labels = torch.arange(4).repeat_interleave(4)
+    loss, mined = TripletLoss(margin=0.5, miner=miner)(embeddings, labels)
+    assert mined > 0 and loss.item() > 0
+    loss.backward()
+    assert embeddings.grad.abs().sum() > 0
+
+
+def test_mined_loss_passes_the_miners_pairs():
+    from pytorch_metric_learning import losses, miners
+
+    from charfeat.losses import MinedLoss
+
+    generator = torch.Generator().manual_seed(0)
+    embeddings = F.normalize(torch.randn(16, 8, generator=generator), dim=-1)
+    labels = torch.arange(4).repeat_interleave(4)
+    miner = miners.MultiSimilarityMiner(epsilon=0.1)
+    a1, p, a2, n = miner(embeddings, labels)
+    loss, mined = MinedLoss(losses.MultiSimilarityLoss(), miner)(embeddings, labels)
+    assert mined == len(a1) + len(a2) > 0
+    assert loss.item() == pytest.approx(losses.MultiSimilarityLoss()(embeddings, labels, (a1, p, a2, n)).item())
+    loss, mined = MinedLoss(losses.SupConLoss())(embeddings, labels)
+    assert mined == 16 and loss.item() > 0
+
+
+def test_arcface_holds_class_centres_with_their_own_lr():
+    from charfeat.losses import ArcFaceLoss
+
+    loss_fn = ArcFaceLoss(num_classes=5, embedding_dim=8, lr=0.05)
+    assert [p.shape for p in loss_fn.parameters()] == [torch.Size([8, 5])]
+    loss, _ = loss_fn(F.normalize(torch.randn(10, 8), dim=-1), torch.arange(5).repeat(2))
+    loss.backward()
+    assert next(loss_fn.parameters()).grad is not None and loss_fn.lr == 0.05
+
+
+def test_easy_triplets_already_meet_the_margin():
+    generator = torch.Generator().manual_seed(0)
+    embeddings = F.normalize(torch.randn(16, 8, generator=generator), dim=-1)
+    loss, mined = TripletLoss(margin=0.1, miner="easy")(embeddings, torch.arange(4).repeat_interleave(4))
+    assert mined > 0 and loss.item() == pytest.approx(0.0)

@@ -55,3 +55,14 @@ def test_impossible_configs_fail_with_reason(labels, p, k, message):
 def test_error_lists_class_counts_by_name():
     with pytest.raises(SamplerConfigError, match="Casual_Basic: 3, Street_Hip: 1"):
         PKBatchSampler([0, 0, 0, 1], p=2, k=2, class_names=["Casual_Basic", "Street_Hip"])
+
+
+def test_state_dict_replays_the_same_batches():
+    labels = [c for c in range(5) for _ in range(6)]
+    sampler = PKBatchSampler(labels, p=3, k=2, seed=3)
+    list(sampler)  # one epoch: moves the RNG and PML's class order
+    state = sampler.state_dict()
+    expected = [list(sampler), list(sampler)]
+    replay = PKBatchSampler(labels, p=3, k=2, seed=99)
+    replay.load_state_dict(state)
+    assert [list(replay), list(replay)] == expected

@@ -52,6 +52,15 @@ class PKBatchSampler(Sampler[list[int]]):
         )
         self._rng = np.random.RandomState(seed)
 
+    def state_dict(self) -> dict:
+        """RNG state and PML's class order (it shuffles that list in place): restoring both
+        replays the same batches from here on (exact resume)."""
+        return {"rng": self._rng.get_state(), "class_order": list(self._sampler.labels)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._rng.set_state(state["rng"])
+        self._sampler.labels = list(state["class_order"])
+
     def __len__(self) -> int:
         return self.num_batches
 

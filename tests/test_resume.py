@@ -1,0 +1,94 @@
+"""Checkpoints and resume: an interrupted run resumed from last.pt ends exactly like an
+uninterrupted one (CPU, fixed seed), whether stopped by trainer.max_steps or by SIGTERM."""
+
+import json
+import os
+import signal
+
+import pytest
+import torch
+
+import charfeat.losses
+from charfeat.train import TrainingInterrupted, train
+
+pytestmark = pytest.mark.slow
+BASE = ("logger=none", "trainer.epochs=3", "data.train_per_class=12", "data.val_per_class=6",
+        "data.num_classes=4", "data.root=${paths.cache_dir}/sample_small", "sampler.p=4")
+
+
+def scalars(results):
+    return {k: v for k, v in results["trained"].items() if isinstance(v, float)}
+
+
+@pytest.fixture
+def uninterrupted(compose_cfg, tmp_path):
+    cfg = compose_cfg(*BASE)
+    cfg.paths.output_dir = str(tmp_path / "uninterrupted")
+    return train(cfg)
+
+
+def test_resume_after_max_steps_is_exact(compose_cfg, tmp_path, uninterrupted):
+    first = compose_cfg(*BASE, "trainer.max_steps=5")  # 3 batches an epoch: stops inside epoch 2
+    train(first)
+    last = tmp_path / "run" / "checkpoints" / "last.pt"
+    saved = torch.load(last, weights_only=False)
+    assert (saved["epoch"], saved["step_in_epoch"], saved["step"]) == (1, 2, 5)
+    assert not (tmp_path / "run" / "metrics.json").exists()
+
+    resumed = compose_cfg(*BASE, f"ckpt_path={last}")
+    resumed.paths.output_dir = str(tmp_path / "resumed")
+    results = train(resumed)
+    assert scalars(results) == scalars(uninterrupted)  # exactly, not approximately
+    assert json.loads((tmp_path / "resumed" / "metrics.json").read_text())["trained"]["precision_at_1"] == \
+        uninterrupted["trained"]["precision_at_1"]
+
+
+def test_sigterm_saves_a_checkpoint_that_resumes_exactly(compose_cfg, tmp_path, monkeypatch, uninterrupted):
+    forward = charfeat.losses.TripletLoss.forward
+    calls = {"n": 0}
+
+    def forward_then_signal(self, embeddings, labels):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            os.kill(os.getpid(), signal.SIGTERM)  # arrives mid-step; the step still completes
+        return forward(self, embeddings, labels)
+
+    monkeypatch.setattr(charfeat.losses.TripletLoss, "forward", forward_then_signal)
+    with pytest.raises(TrainingInterrupted, match="resume with ckpt_path="):
+        train(compose_cfg(*BASE))
+    monkeypatch.setattr(charfeat.losses.TripletLoss, "forward", forward)
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handler restored
+
+    last = tmp_path / "run" / "checkpoints" / "last.pt"
+    assert torch.load(last, weights_only=False)["step"] == 4
+    resumed = compose_cfg(*BASE, f"ckpt_path={last}")
+    resumed.paths.output_dir = str(tmp_path / "resumed")
+    assert scalars(train(resumed)) == scalars(uninterrupted)
+
+
+def test_command_line_learning_rate_wins_on_resume(compose_cfg, tmp_path, caplog):
+    train(compose_cfg(*BASE, "trainer.max_steps=4", "trainer.schedule=constant", "trainer.warmup_fraction=0"))
+    last = tmp_path / "run" / "checkpoints" / "last.pt"
+    resumed = compose_cfg(*BASE, f"ckpt_path={last}", "optim.lr=0.0123", "trainer.schedule=constant",
+                          "trainer.warmup_fraction=0", "trainer.max_steps=5")
+    resumed.paths.output_dir = str(tmp_path / "resumed")
+    with caplog.at_level("INFO"):
+        train(resumed)
+    saved = torch.load(tmp_path / "resumed" / "checkpoints" / "last.pt", weights_only=False)
+    assert saved["optimizer"]["param_groups"][0]["lr"] == pytest.approx(0.0123)
+    assert "optim.lr: 0.001 -> 0.0123" in caplog.text
+
+
+def test_missing_resume_checkpoint_is_an_error(compose_cfg, tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such checkpoint"):
+        train(compose_cfg(*BASE, f"ckpt_path={tmp_path}/nope.pt"))
+
+
+def test_best_checkpoint_and_early_stopping(compose_cfg, tmp_path):
+    results = train(compose_cfg(*BASE, "trainer.epochs=30", "trainer.patience=1", "optim.lr=0.05"))
+    best = torch.load(tmp_path / "run" / "checkpoints" / "best.pt", weights_only=False)
+    last = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=False)
+    assert last["epoch"] < 30  # stopped early
+    assert last["stale_epochs"] == 1 and best["epoch"] == last["best_epoch"] == last["epoch"] - 1
+    assert best["best"] == pytest.approx(best["results"]["trained"]["mean_average_precision_at_r"])
+    assert results["trained"]["mean_average_precision_at_r"] <= best["best"]
