@@ -163,17 +163,21 @@ class FeatureCache:
 
         keys = torch.frombuffer(bytearray(b"".join(k for k, _ in self._pending)), dtype=torch.uint8).view(-1, 32)
         features = torch.stack([row for _, row in self._pending]).contiguous()
-        self.dir.mkdir(parents=True, exist_ok=True)
-        key_file = self.dir / "key.json"
-        if not key_file.exists():
-            _atomic_write(key_file, (json.dumps(self.key, indent=2, sort_keys=True) + "\n").encode())
+        self._pending.clear()
         name = f"shard-{time.strftime('%Y%m%d%H%M%S')}-{uuid.uuid4().hex[:12]}.safetensors"
         tmp = self.dir / f".{name}.tmp"
         metadata = {"format": FORMAT_VERSION, "key": self.key_digest, "sha256": _checksum(keys, features),
                     "count": str(len(keys))}
-        save_file({"keys": keys, "features": features}, tmp, metadata=metadata)
-        os.replace(tmp, self.dir / name)
-        self._pending.clear()
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            key_file = self.dir / "key.json"
+            if not key_file.exists():
+                _atomic_write(key_file, (json.dumps(self.key, indent=2, sort_keys=True) + "\n").encode())
+            save_file({"keys": keys, "features": features}, tmp, metadata=metadata)
+            os.replace(tmp, self.dir / name)
+        except OSError as err:  # e.g. a checkpoint's cache path on another machine: features stay in memory
+            log.warning("feature cache: cannot write %s (%s); continuing without saving these features", self.dir, err)
+            tmp.unlink(missing_ok=True)
 
     def shards(self) -> list[Path]:
         return sorted(self.dir.glob("shard-*.safetensors"))

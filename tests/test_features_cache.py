@@ -238,3 +238,14 @@ def test_hub_ids_are_keyed_by_their_cached_commit(tmp_path, monkeypatch):
     first = model_revision(str(local))
     (local / "config.json").write_text('{"changed": 1}')
     assert first.startswith("sha256:") and model_revision(str(local)) != first
+
+
+def test_unwritable_cache_dir_only_warns(tmp_path, caplog):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    cache = FeatureCache(blocker / "features", {"a": 1}, dim=2)
+    with caplog.at_level(logging.WARNING, logger="charfeat.feature_cache"):
+        cache.put([b"k" * 32], torch.ones(1, 2))
+        cache.flush()
+    assert "cannot write" in caplog.text
+    assert torch.equal(cache.get([b"k" * 32])[0], torch.ones(2))
