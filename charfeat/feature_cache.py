@@ -177,7 +177,10 @@ class FeatureCache:
             os.replace(tmp, self.dir / name)
         except OSError as err:  # e.g. a checkpoint's cache path on another machine: features stay in memory
             log.warning("feature cache: cannot write %s (%s); continuing without saving these features", self.dir, err)
-            tmp.unlink(missing_ok=True)
+            try:
+                tmp.unlink()
+            except OSError:
+                pass
 
     def shards(self) -> list[Path]:
         return sorted(self.dir.glob("shard-*.safetensors"))
