@@ -17,6 +17,7 @@ class WandbTracker:
         import wandb
 
         self._wandb = wandb
+        self.mode = mode
         self.run = wandb.init(project=project, entity=entity, mode=mode, group=group, tags=list(tags),
                               name=name, config=run_config, dir=str(Path(output_dir)), reinit="finish_previous")
 
@@ -29,6 +30,13 @@ class WandbTracker:
     def log_images(self, images: dict) -> None:
         """{name: path of an image file} -> one W&B image per name."""
         self.run.log({name: self._wandb.Image(str(path)) for name, path in images.items()})
+
+    def log_checkpoint(self, path: Path, name: str) -> None:
+        """Upload a checkpoint as a model artifact; online only, offline runs keep it in the run dir."""
+        if self.mode == "online":
+            artifact = self._wandb.Artifact(name, type="model")
+            artifact.add_file(str(path))
+            self.run.log_artifact(artifact)
 
     def finish(self, exit_code: int = 0) -> None:
         self.run.finish(exit_code=exit_code)
@@ -44,6 +52,9 @@ class NoTracker:
         pass
 
     def log_images(self, images: dict) -> None:
+        pass
+
+    def log_checkpoint(self, path: Path, name: str) -> None:
         pass
 
     def finish(self, exit_code: int = 0) -> None:

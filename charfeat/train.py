@@ -319,6 +319,7 @@ def train(cfg: DictConfig) -> dict[str, dict[str, float]]:
 
         results = {name: results[name] for name in ("trained", "untrained", "chance")}
         (output_dir / "metrics.json").write_text(json.dumps(results, indent=2) + "\n")
+        tracker.log_checkpoint(output_dir / "checkpoints" / "best.pt", name=f"{cfg.task_name}-best")
         if tc.plots:  # of the model as it ends (checkpoints/last.pt)
             tracker.log_images(save_plots(output_dir / "plots", embed_val(), labels["val"], list(label_map), data,
                                           "val", records["val"]))
