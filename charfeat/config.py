@@ -12,12 +12,13 @@ from omegaconf import MISSING
 
 
 @dataclass
-class SampleDataConfig:
-    _target_: str = "charfeat.data.sample.SampleData"
+class RecordsConfig:
+    """What every data source shares: where the JSONL lives and how records become labels."""
+
+    _target_: str = MISSING
     root: str = MISSING
     train_jsonl: str = "train.jsonl"
     val_jsonl: Optional[str] = "val.jsonl"
-    image_dir: str = "images"
     label_field: str = "fashion_style"
     on_bad_record: str = "error"
     drop_quality: List[str] = field(default_factory=lambda: ["Low"])
@@ -25,6 +26,17 @@ class SampleDataConfig:
     start_index: int = 0
     val_fraction: float = 0.1
     split_seed: int = 0
+
+
+@dataclass
+class LocalDataConfig(RecordsConfig):
+    _target_: str = "charfeat.data.local.LocalData"
+    image_dir: str = "images"
+
+
+@dataclass
+class SampleDataConfig(LocalDataConfig):
+    _target_: str = "charfeat.data.sample.SampleData"
     num_classes: int = 8
     train_per_class: int = 30
     val_per_class: int = 10
@@ -33,34 +45,9 @@ class SampleDataConfig:
 
 
 @dataclass
-class LocalDataConfig:
-    _target_: str = "charfeat.data.local.LocalData"
-    root: str = MISSING
-    train_jsonl: str = "train.jsonl"
-    val_jsonl: Optional[str] = "val.jsonl"
-    image_dir: str = "images"
-    label_field: str = "fashion_style"
-    on_bad_record: str = "error"
-    drop_quality: List[str] = field(default_factory=lambda: ["Low"])
-    keep_unknown: bool = False
-    start_index: int = 0
-    val_fraction: float = 0.1
-    split_seed: int = 0
-
-
-@dataclass
-class S3DataConfig:
+class S3DataConfig(RecordsConfig):
     _target_: str = "charfeat.data.s3.S3Data"
     root: str = "."
-    train_jsonl: str = "train.jsonl"
-    val_jsonl: Optional[str] = "val.jsonl"
-    label_field: str = "fashion_style"
-    on_bad_record: str = "error"
-    drop_quality: List[str] = field(default_factory=lambda: ["Low"])
-    keep_unknown: bool = False
-    start_index: int = 0
-    val_fraction: float = 0.1
-    split_seed: int = 0
     bucket: str = MISSING
     prefix: str = ""
     val_prefix: Optional[str] = None
@@ -115,6 +102,7 @@ class HeadConfig:
     hidden_dim: Optional[int] = 512
     out_dim: int = 128
     dropout: float = 0.1
+    input_norm: str = "batch"
 
 
 @dataclass

@@ -26,9 +26,10 @@ from charfeat.config import register_configs
 from charfeat.data.labels import encode_labels
 from charfeat.data.records import Record
 from charfeat.data.source import DataSource
+from charfeat.distributed import pick_device
 from charfeat.features import extract_features
 from charfeat.metrics import chance_metrics, retrieval_metrics
-from charfeat.train import format_table, pick_device, with_class_names
+from charfeat.train import format_table, with_class_names
 
 log = logging.getLogger(__name__)
 

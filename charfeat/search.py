@@ -21,7 +21,7 @@ from charfeat.checkpoint import load_model
 from charfeat.config import register_configs
 from charfeat.data.source import decode
 from charfeat.embed import EMBEDDINGS, ITEMS, META
-from charfeat.train import pick_device
+from charfeat.distributed import pick_device
 
 log = logging.getLogger(__name__)
 

@@ -26,6 +26,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
+from charfeat import distributed
 from charfeat.config import register_configs
 from charfeat.data.labels import build_label_map, encode_labels, save_label_map
 from charfeat.features import batched, encode_images, extract_features
@@ -44,12 +45,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def multirun_group() -> str | None:
     """The sweep dir's name, so the jobs of one multirun share a W&B group."""
     from hydra.core.hydra_config import HydraConfig
@@ -62,8 +57,8 @@ def multirun_group() -> str | None:
     return Path(hydra_cfg.sweep.dir).name
 
 
-def start_tracker(cfg: DictConfig, output_dir: Path):
-    if cfg.logger is None:
+def start_tracker(cfg: DictConfig, output_dir: Path, main_process: bool):
+    if cfg.logger is None or not main_process:
         return NoTracker()
     log.info("tracker: %s (mode %s)", cfg.logger._target_, cfg.logger.mode)
     # partial: the resolved config holds _target_ keys that instantiate would try to build
@@ -167,28 +162,33 @@ def train(cfg: DictConfig) -> dict[str, dict[str, float]]:
         raise ValueError(f"trainer.accumulate must be >= 1, got {tc.accumulate}")
     if cfg.ckpt_path is not None and not Path(cfg.ckpt_path).is_file():
         raise FileNotFoundError(f"ckpt_path={cfg.ckpt_path}: no such checkpoint file")
+    rank, world_size, device = distributed.setup(tc.device)
+    main_process = rank == 0  # alone logs to W&B and writes the output dir
     seed_everything(tc.seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
     output_dir = Path(cfg.paths.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    if main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
 
     log.info("data: %s", cfg.data._target_)
     data = instantiate(cfg.data)
-    records = {split: data.records(split) for split in ("train", "val")}
+    with distributed.main_process_first():
+        records = {split: data.records(split) for split in ("train", "val")}
     label_map = build_label_map(records["train"])
     labels = {split: torch.tensor(encode_labels(records[split], label_map, str(data.jsonl_path(split))))
               for split in records}
     log.info("classes: %d; images: %d train, %d val", len(label_map), len(labels["train"]), len(labels["val"]))
     sampler = instantiate(cfg.sampler)(labels=labels["train"].tolist(), seed=tc.seed,
-                                       class_names=list(label_map))
+                                       class_names=list(label_map), rank=rank, world_size=world_size)
     loss_fn = instantiate(cfg.loss)
     if isinstance(loss_fn, functools.partial):  # a loss with weights sized by the run (ArcFace)
         loss_fn = loss_fn(num_classes=len(label_map), embedding_dim=cfg.head.out_dim)
-    save_label_map(label_map, output_dir / "label_mapping.json")
+    if main_process:
+        save_label_map(label_map, output_dir / "label_mapping.json")
 
-    device = pick_device(tc.device)
     log.info("backbone: %s (%s)", cfg.backbone.name_or_path, cfg.backbone.train)
-    backbone = instantiate(cfg.backbone).to(device)
+    with distributed.main_process_first():
+        backbone = instantiate(cfg.backbone).to(device)
     head = instantiate(cfg.head)(in_dim=backbone.hidden_size).to(device)
     loss_fn = loss_fn.to(device)
     frozen = cfg.backbone.train == "frozen"
@@ -196,6 +196,8 @@ def train(cfg: DictConfig) -> dict[str, dict[str, float]]:
     groups = [{"params": trainable}]
     if list(loss_fn.parameters()):
         groups.append({"params": list(loss_fn.parameters()), "lr": loss_fn.lr})
+    synced = [p for group in groups for p in group["params"]]
+    distributed.broadcast_parameters(synced)
     optimizer = instantiate(cfg.optim)(params=groups)
     total_steps = math.ceil(tc.epochs * len(sampler) / tc.accumulate)
     warmup_steps = int(tc.warmup_fraction * total_steps)
@@ -204,8 +206,11 @@ def train(cfg: DictConfig) -> dict[str, dict[str, float]]:
                                      schedule=tc.schedule))
 
     if frozen:
-        features = {split: extract_features(backbone, data, split, records[split], tc.embed_batch_size,
-                                            device) for split in records}
+        # each process extracts every world_size-th record (into the shared feature cache), then all
+        # processes hold all features
+        features = {split: distributed.gather_shards(
+            extract_features(backbone, data, split, records[split][rank::world_size], tc.embed_batch_size, device),
+            len(records[split])) for split in records}
 
     def embed_batch(split: str, index: list[int]) -> torch.Tensor:
         with autocast(device, tc.precision):
@@ -227,16 +232,18 @@ def train(cfg: DictConfig) -> dict[str, dict[str, float]]:
 
     majority = Counter(labels["train"].tolist()).most_common(1)[0][0]
     results = {"untrained": evaluate(), "chance": chance_metrics(labels["val"], majority)}
-    state = {"epoch": 0, "step_in_epoch": 0, "step": 0, "best": None, "best_epoch": 0, "stale_epochs": 0}
+    state = {"epoch": 0, "step_in_epoch": 0, "step": 0, "best": None, "best_epoch": 0, "stale_epochs": 0,
+             "loss_history": []}
     epoch_sampler_state = sampler.state_dict()
     resolved = OmegaConf.to_container(cfg, resolve=True)
 
     def checkpoint(name: str) -> Path:
         path = output_dir / "checkpoints" / f"{name}.pt"
-        save_checkpoint(path, head=head.state_dict(), backbone_trainable=backbone.trainable_state_dict(),
-                        loss=loss_fn.state_dict(), optimizer=optimizer.state_dict(),
-                        scheduler=scheduler.state_dict(), sampler=epoch_sampler_state, rng=rng_state(),
-                        results=results, label_map=label_map, config=resolved, **state)
+        if main_process:
+            save_checkpoint(path, head=head.state_dict(), backbone_trainable=backbone.trainable_state_dict(),
+                            loss=loss_fn.state_dict(), optimizer=optimizer.state_dict(),
+                            scheduler=scheduler.state_dict(), sampler=epoch_sampler_state, rng=rng_state(),
+                            results=results, label_map=label_map, config=resolved, **state)
         return path
 
     if cfg.ckpt_path is not None:
@@ -260,7 +267,7 @@ def train(cfg: DictConfig) -> dict[str, dict[str, float]]:
             log.info("resume: this run's value wins: %s", change)
         log.info("resumed from %s at epoch %d, step %d", cfg.ckpt_path, state["epoch"], state["step"])
 
-    tracker = start_tracker(cfg, output_dir)
+    tracker = start_tracker(cfg, output_dir, main_process)
     try:
         tracker.summarize(data.issue_summary())  # counts of skipped/filtered records and images
         tracker.log(scalars(results["untrained"], "val/untrained/"), step=0)
@@ -273,12 +280,15 @@ def train(cfg: DictConfig) -> dict[str, dict[str, float]]:
                 sampler.load_state_dict(epoch_sampler_state)
                 batches = list(sampler)
                 for index in batches[state["step_in_epoch"]:]:
-                    loss, mined = loss_fn(embed_batch("train", index), labels["train"][index].to(device))
+                    batch_labels = labels["train"][index].to(device)
+                    loss, mined = loss_fn(*distributed.gather_batch(embed_batch("train", index), batch_labels))
                     if loss.requires_grad:
                         (loss / tc.accumulate).backward()
                     state["step"] += 1
+                    state["loss_history"].append(loss.item())
                     state["step_in_epoch"] += 1
                     if state["step"] % tc.accumulate == 0 or state["step_in_epoch"] == len(batches):
+                        distributed.average_gradients(synced)
                         if tc.grad_clip is not None:
                             torch.nn.utils.clip_grad_norm_(trainable, tc.grad_clip)
                         optimizer.step()
@@ -289,10 +299,10 @@ def train(cfg: DictConfig) -> dict[str, dict[str, float]]:
                     tracker.log({"train/loss": loss.item(), "train/mined": mined, "train/lr": scheduler.get_last_lr()[0],
                                  "epoch": epoch}, step=state["step"])
                     at_max = tc.max_steps is not None and state["step"] >= tc.max_steps
-                    if stop.signum is not None or at_max:
+                    if distributed.any_rank(stop.signum is not None) or at_max:
                         path = checkpoint("last")
-                        if stop.signum is not None:
-                            raise TrainingInterrupted(stop.signum, path)
+                        if not at_max:
+                            raise TrainingInterrupted(stop.signum or signal.SIGTERM, path)
                         log.info("stopped at trainer.max_steps=%d; resume with ckpt_path=%s", tc.max_steps, path)
                         progress.close()
                         tracker.finish()
@@ -318,6 +328,8 @@ def train(cfg: DictConfig) -> dict[str, dict[str, float]]:
         progress.close()
 
         results = {name: results[name] for name in ("trained", "untrained", "chance")}
+        if not main_process:
+            return results
         (output_dir / "metrics.json").write_text(json.dumps(results, indent=2) + "\n")
         tracker.log_checkpoint(output_dir / "checkpoints" / "best.pt", name=f"{cfg.task_name}-best")
         if tc.plots:  # of the model as it ends (checkpoints/last.pt)
@@ -344,7 +356,16 @@ def main(cfg: DictConfig) -> float:
     except TrainingInterrupted as stop:
         log.warning("%s", stop)
         sys.exit(128 + stop.signum)
+    finally:
+        distributed.teardown()
+
+
+def cli() -> None:
+    """Entry point; under torchrun, processes other than rank 0 write no Hydra output dir."""
+    if int(os.environ.get("RANK", "0")) > 0:
+        sys.argv += ["hydra.output_subdir=null", "hydra.run.dir=.", "hydra/job_logging=stdout"]
+    main()
 
 
 if __name__ == "__main__":
-    main()
+    cli()

@@ -25,30 +25,36 @@ class PKBatchSampler(Sampler[list[int]]):
     Corner cases, checked in the constructor: P < 2 (no negatives) or K < 2 (no positives);
     fewer than P classes with at least 2 images; classes with fewer than K images (kept,
     sampled with replacement, as PML does); singleton classes (left out of batches).
+
+    With ``world_size`` processes, every rank draws the same global batch of world_size × P
+    distinct classes and keeps its own P of them: no image is in two ranks' batches of a step.
     """
 
     def __init__(self, labels: Sequence[int], p: int, k: int, batches_per_epoch: int | None = None,
-                 seed: int = 0, class_names: Sequence[str] | None = None):
+                 seed: int = 0, class_names: Sequence[str] | None = None, rank: int = 0, world_size: int = 1):
         if p < 2:
             raise SamplerConfigError(f"sampler.p={p}: need at least 2 classes per batch to have negatives")
         if k < 2:
             raise SamplerConfigError(f"sampler.k={k}: need at least 2 images per class to have positives")
         counts = Counter(int(label) for label in labels)
         eligible = sorted(label for label, n in counts.items() if n >= 2)
-        if len(eligible) < p:
+        if len(eligible) < p * world_size:
             name = (lambda i: class_names[i]) if class_names else str
             per_class = ", ".join(f"{name(label)}: {n}" for label, n in sorted(counts.items()))
+            wanted = f"sampler.p={p}" if world_size == 1 else f"sampler.p={p} x {world_size} processes"
             raise SamplerConfigError(
-                f"sampler.p={p} but only {len(eligible)} class(es) have at least 2 training images "
+                f"{wanted} but only {len(eligible)} class(es) have at least 2 training images "
                 f"({per_class}); lower sampler.p or add data"
             )
         keep = set(eligible)
         self.indices = np.array([i for i, label in enumerate(labels) if int(label) in keep])
         self.batch_size = p * k
-        self.num_batches = batches_per_epoch or max(1, math.ceil(len(self.indices) / self.batch_size))
+        self.rank = rank
+        global_batch = self.batch_size * world_size
+        self.num_batches = batches_per_epoch or max(1, math.ceil(len(self.indices) / global_batch))
         self._sampler = MPerClassSampler(
-            [int(labels[i]) for i in self.indices], m=k, batch_size=self.batch_size,
-            length_before_new_iter=self.num_batches * self.batch_size,
+            [int(labels[i]) for i in self.indices], m=k, batch_size=global_batch,
+            length_before_new_iter=self.num_batches * global_batch,
         )
         self._rng = np.random.RandomState(seed)
 
@@ -70,5 +76,7 @@ class PKBatchSampler(Sampler[list[int]]):
             positions = list(iter(self._sampler))
         finally:
             pml_common.NUMPY_RANDOM = saved
-        for start in range(0, len(positions), self.batch_size):
-            yield self.indices[positions[start:start + self.batch_size]].tolist()
+        global_batch = len(positions) // self.num_batches
+        for start in range(0, len(positions), global_batch):
+            mine = positions[start + self.rank * self.batch_size:start + (self.rank + 1) * self.batch_size]
+            yield self.indices[mine].tolist()
