@@ -45,6 +45,13 @@ class SampleDataConfig(LocalDataConfig):
 
 
 @dataclass
+class FolderDataConfig:
+    _target_: str = "charfeat.data.folder.FolderData"
+    root: str = MISSING
+    image_dir: str = "."
+
+
+@dataclass
 class S3DataConfig(RecordsConfig):
     _target_: str = "charfeat.data.s3.S3Data"
     root: str = "."
@@ -237,6 +244,7 @@ SCHEMAS = {
     ("data", "sample_schema"): SampleDataConfig,
     ("data", "local_schema"): LocalDataConfig,
     ("data", "s3_schema"): S3DataConfig,
+    ("data", "folder_schema"): FolderDataConfig,
     ("sampler", "pk_schema"): PKSamplerConfig,
     ("backbone", "backbone_schema"): BackboneConfig,
     ("head", "head_schema"): HeadConfig,

@@ -33,7 +33,7 @@ def embed(cfg: DictConfig) -> Path:
     np.save(output_dir / EMBEDDINGS, embeddings.numpy().astype(np.float32))
     with open(output_dir / ITEMS, "w", encoding="utf-8") as f:
         for record in records:
-            f.write(json.dumps({"id": record.id, "filename": record.filename, "label": record.label}) + "\n")
+            f.write(json.dumps({"id": record.id, "filename": record.filename, "label": record.label or None}) + "\n")
     meta = {"checkpoint": str(Path(cfg.checkpoint).expanduser().resolve()), "split": cfg.split,
             "count": len(records), "dim": int(embeddings.shape[1])}
     (output_dir / META).write_text(json.dumps(meta, indent=2) + "\n")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import hydra
 import torch
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig
 
 from charfeat.checkpoint import load_model
@@ -63,6 +63,8 @@ def evaluate(cfg: DictConfig) -> dict[str, dict]:
     """Score the checkpoint on ``cfg.split``; write metrics.json (and plots); return {"model", "chance"}."""
     from charfeat.plots import save_plots
 
+    if cfg.data is not None and not get_class(cfg.data._target_).labelled:
+        raise ValueError(f"data: {cfg.data._target_} has no labels to score; embed it with charfeat.embed")
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     data, records, embeddings, label_map = embed_split(cfg)

@@ -172,6 +172,8 @@ def train(cfg: DictConfig) -> dict[str, dict[str, float]]:
 
     log.info("data: %s", cfg.data._target_)
     data = instantiate(cfg.data)
+    if not data.labelled:
+        raise ValueError(f"data: {cfg.data._target_} has no labels to train on; embed it with charfeat.embed")
     with distributed.main_process_first():
         records = {split: data.records(split) for split in ("train", "val")}
     label_map = build_label_map(records["train"])

@@ -99,3 +99,34 @@ def test_search_finds_the_query_image_itself_first(embedded, run_dir, cache_dir,
     lines = result.stdout.splitlines()
     table = lines[lines.index(next(line for line in lines if line.split() == ["rank", "id", "label", "cosine"])):]
     assert len(table) == 4 and table[1].split()[:2] == ["1", item["id"]]
+
+
+@pytest.mark.slow
+def test_embed_a_bare_image_folder(embedded, run_dir, cache_dir, tmp_path):
+    """data=folder: no metadata, no labels; the same images embed to the same vectors."""
+    import shutil
+
+    items = [json.loads(line) for line in (embedded / "items.jsonl").read_text().splitlines()][:5]
+    folder = tmp_path / "photos" / "nested"
+    folder.mkdir(parents=True)
+    for item in items:
+        shutil.copy(cache_dir / "sample_data" / "images" / item["filename"], folder / item["filename"])
+    result = run_module("charfeat.embed", [f"checkpoint={run_dir / 'checkpoints' / 'last.pt'}", "data=folder",
+                                           f"data.root={tmp_path / 'photos'}", "hydra.run.dir=f"], tmp_path, cache_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [json.loads(line) for line in (tmp_path / "f" / "items.jsonl").read_text().splitlines()]
+    assert [row["filename"] for row in rows] == [f"nested/{item['filename']}" for item in sorted(items, key=lambda i: i["filename"])]
+    assert all(row["label"] is None for row in rows)
+    by_name = {item["filename"]: i for i, item in enumerate(
+        json.loads(line) for line in (embedded / "items.jsonl").read_text().splitlines())}
+    ours = np.load(tmp_path / "f" / "embeddings.npy")
+    theirs = np.load(embedded / "embeddings.npy")[[by_name[row["filename"].split("/")[1]] for row in rows]]
+    np.testing.assert_allclose(ours, theirs, atol=1e-5)
+
+
+def test_folder_data_cannot_be_trained_on(compose_cfg, tmp_path):
+    from charfeat.train import train
+
+    (tmp_path / "imgs").mkdir()
+    with pytest.raises(ValueError, match="has no labels to train on"):
+        train(compose_cfg("data=folder", f"data.root={tmp_path / 'imgs'}", "logger=none"))

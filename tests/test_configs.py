@@ -49,7 +49,7 @@ def instantiate_all(cfg):
 @pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
 def test_option_composes_and_instantiates(compose_cfg, group, option):
     overrides = [f"{group}={option}"]
-    if (group, option) == ("data", "local"):
+    if (group, option) in (("data", "local"), ("data", "folder")):
         overrides.append("data.root=/nonexistent")
     if (group, option) == ("data", "s3"):
         overrides.append("data.bucket=some-bucket")

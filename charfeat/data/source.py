@@ -33,6 +33,8 @@ def decode(blob: bytes) -> Image.Image:
 
 
 class DataSource(ABC):
+    labelled = True  # records carry class labels (a bare image folder does not)
+
     def __init__(self, root: str, train_jsonl: str, val_jsonl: str | None, label_field: str = "fashion_style",
                  on_bad_record: str = "error", drop_quality: list[str] | tuple = ("Low",),
                  keep_unknown: bool = False, start_index: int = 0, val_fraction: float = 0.1,
