@@ -52,12 +52,11 @@ class FolderDataConfig:
 
 
 @dataclass
-class S3DataConfig(RecordsConfig):
-    _target_: str = "charfeat.data.s3.S3Data"
-    root: str = "."
+class S3StoreConfig:
+    """Where image objects live and how they are fetched; credentials never appear here."""
+
     bucket: str = MISSING
     prefix: str = ""
-    val_prefix: Optional[str] = None
     region: Optional[str] = "us-east-1"
     endpoint_url: Optional[str] = None
     profile: Optional[str] = None
@@ -68,6 +67,18 @@ class S3DataConfig(RecordsConfig):
     max_workers: int = 16
     prefetch: int = 64
     cache_dir: Optional[str] = None
+
+
+@dataclass
+class S3DataConfig(RecordsConfig, S3StoreConfig):
+    _target_: str = "charfeat.data.s3.S3Data"
+    root: str = "."
+    val_prefix: Optional[str] = None
+
+
+@dataclass
+class S3PrefixDataConfig(S3StoreConfig):
+    _target_: str = "charfeat.data.folder.S3PrefixData"
 
 
 @dataclass
@@ -224,6 +235,13 @@ class EmbedConfig:
 
 
 @dataclass
+class S3QueryConfig:
+    region: Optional[str] = "us-east-1"
+    endpoint_url: Optional[str] = None
+    profile: Optional[str] = None
+
+
+@dataclass
 class SearchConfig:
     """`python -m charfeat.search`: the items of an embed output most similar to one image."""
 
@@ -232,6 +250,7 @@ class SearchConfig:
     index: str = MISSING
     query: str = MISSING
     k: int = 5
+    s3: S3QueryConfig = field(default_factory=S3QueryConfig)
     device: str = "auto"
     task_name: str = "search"
 
@@ -245,6 +264,7 @@ SCHEMAS = {
     ("data", "local_schema"): LocalDataConfig,
     ("data", "s3_schema"): S3DataConfig,
     ("data", "folder_schema"): FolderDataConfig,
+    ("data", "s3_prefix_schema"): S3PrefixDataConfig,
     ("sampler", "pk_schema"): PKSamplerConfig,
     ("backbone", "backbone_schema"): BackboneConfig,
     ("head", "head_schema"): HeadConfig,

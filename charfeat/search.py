@@ -1,6 +1,7 @@
 """The items of an embedded split most similar in style to one image.
 
     python -m charfeat.search checkpoint=<.../last.pt> index=<charfeat.embed output dir> query=photo.jpg k=5
+    python -m charfeat.search ... query=s3://bucket/key [s3.endpoint_url=...]
 
 The query image goes through the checkpoint's backbone and head; the ``index`` dir's embeddings are
 ranked by cosine similarity with faiss (exact inner product, ``IndexFlatIP``) when it is installed,
@@ -58,16 +59,31 @@ def top_k(index: np.ndarray, query: np.ndarray, k: int) -> tuple[np.ndarray, np.
     return scores[0], rows[0]
 
 
-@torch.no_grad()
-def embed_image(backbone: torch.nn.Module, head: torch.nn.Module, path: str | Path) -> torch.Tensor:
-    """One image file -> its embedding [D] on the CPU, decoded as the data sources decode images."""
-    path = Path(path).expanduser()
+def read_query(query: str, s3: DictConfig) -> bytes:
+    """The query image's bytes: a local path, or ``s3://bucket/key`` through boto3's credential chain."""
+    if query.startswith("s3://"):
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        from charfeat.data.s3 import make_client
+
+        bucket, _, key = query[len("s3://"):].partition("/")
+        try:
+            return make_client(s3.region, s3.endpoint_url, s3.profile).get_object(Bucket=bucket, Key=key)["Body"].read()
+        except (BotoCoreError, ClientError) as err:
+            raise FileNotFoundError(f"query image {query} could not be fetched: {err}") from None
+    path = Path(query).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"query image {path} does not exist")
+    return path.read_bytes()
+
+
+@torch.no_grad()
+def embed_image(backbone: torch.nn.Module, head: torch.nn.Module, blob: bytes) -> torch.Tensor:
+    """One encoded image -> its embedding [D] on the CPU, decoded as the data sources decode images."""
     if getattr(backbone, "text", "none") != "none":
         log.warning("backbone.text=%s: the index was embedded with each record's text, the query has none",
                     backbone.text)
-    image = decode(path.read_bytes())
+    image = decode(blob)
     return head(backbone(**backbone.preprocess([image]))).float().cpu()[0]
 
 
@@ -78,7 +94,7 @@ def search(cfg: DictConfig) -> list[dict]:
     if meta.get("checkpoint") and meta["checkpoint"] != str(checkpoint):
         log.warning("index %s was embedded with %s, the query with %s", cfg.index, meta["checkpoint"], checkpoint)
     backbone, head, _, _ = load_model(checkpoint, pick_device(cfg.device))
-    query = embed_image(backbone, head, cfg.query).numpy()
+    query = embed_image(backbone, head, read_query(cfg.query, cfg.s3)).numpy()
     if query.shape[0] != embeddings.shape[1]:
         raise ValueError(f"the model's embeddings have dim {query.shape[0]}, the index's {embeddings.shape[1]}")
     scores, rows = top_k(embeddings, query, cfg.k)
@@ -93,7 +109,7 @@ def search(cfg: DictConfig) -> list[dict]:
 
 def format_hits(hits: list[dict]) -> str:
     rows = [f"{'rank':>4}  {'id':<24} {'label':<20} {'cosine':>7}"]
-    rows += [f"{h['rank']:>4}  {str(h['id']):<24} {h['label']:<20} {h['score']:>7.4f}" for h in hits]
+    rows += [f"{h['rank']:>4}  {str(h['id']):<24} {str(h['label']):<20} {h['score']:>7.4f}" for h in hits]
     return "\n".join(rows)
 
 

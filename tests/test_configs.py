@@ -51,7 +51,7 @@ def test_option_composes_and_instantiates(compose_cfg, group, option):
     overrides = [f"{group}={option}"]
     if (group, option) in (("data", "local"), ("data", "folder")):
         overrides.append("data.root=/nonexistent")
-    if (group, option) == ("data", "s3"):
+    if (group, option) in (("data", "s3"), ("data", "s3_prefix")):
         overrides.append("data.bucket=some-bucket")
     cfg = compose_cfg(*overrides)
     node = cfg[group]

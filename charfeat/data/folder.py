@@ -1,10 +1,14 @@
-"""A bare folder of images, no metadata: something to embed (``charfeat.embed data=folder``),
-not to train or evaluate on, since it has no labels. Both splits are the whole folder."""
+"""Bare images, no metadata: a local folder (``data=folder``) or an S3 prefix (``data=s3_prefix``).
+
+Something to embed (``charfeat.embed``), not to train or evaluate on, since there are no labels.
+Both splits are all the images.
+"""
 
 from pathlib import Path
 
 from charfeat.data.local import LocalData
 from charfeat.data.records import Record
+from charfeat.data.s3 import S3AccessError, S3Data
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")
 
@@ -27,3 +31,27 @@ class FolderData(LocalData):
 
     def jsonl_path(self, split: str) -> Path:
         return self.image_dir
+
+
+class S3PrefixData(S3Data):
+    """Every image object under ``s3://<bucket>/<prefix>``, no metadata: for ``charfeat.embed``."""
+
+    labelled = False
+
+    def __init__(self, bucket: str, prefix: str = "", **store):
+        super().__init__(bucket, train_jsonl="", val_jsonl=None, prefix=prefix, **store)
+
+    def _prepare(self) -> dict[str, list[Record]]:
+        prefix = self.prefixes["train"]
+        listing = self._listing("train")
+        if listing is None:
+            raise S3AccessError(f"s3://{self.bucket}/{prefix}: listing is not allowed, so a bare prefix cannot be "
+                                "embedded; describe the images in a JSONL file and use data=s3")
+        names = sorted(key[len(prefix):] for key in listing if Path(key).suffix.lower() in IMAGE_SUFFIXES)
+        if not names:
+            raise FileNotFoundError(f"s3://{self.bucket}/{prefix}: no images ({', '.join(IMAGE_SUFFIXES)})")
+        records = [Record(id=str(Path(name).with_suffix("")), filename=name, label="") for name in names]
+        return {"train": records, "val": records}
+
+    def jsonl_path(self, split: str) -> Path:
+        return Path(self.location(split, ""))
