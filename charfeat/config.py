@@ -208,20 +208,6 @@ class TrainConfig:
 
 
 @dataclass
-class EvaluateConfig:
-    """`python -m charfeat.evaluate`: a saved model's metrics and plots on one split."""
-
-    data: Any = None  # None: the data config saved in the checkpoint
-    paths: Any = MISSING
-    checkpoint: str = MISSING
-    split: str = "val"
-    device: str = "auto"
-    batch_size: Optional[int] = None  # None: the checkpoint's trainer.embed_batch_size
-    plots: bool = True
-    task_name: str = "evaluate"
-
-
-@dataclass
 class EmbedConfig:
     """`python -m charfeat.embed`: a saved model's embeddings of one split, with ids and labels."""
 
@@ -232,6 +218,14 @@ class EmbedConfig:
     device: str = "auto"
     batch_size: Optional[int] = None  # None: the checkpoint's trainer.embed_batch_size
     task_name: str = "embed"
+
+
+@dataclass
+class EvaluateConfig(EmbedConfig):
+    """`python -m charfeat.evaluate`: a saved model's metrics and plots on one split."""
+
+    plots: bool = True
+    task_name: str = "evaluate"
 
 
 @dataclass
