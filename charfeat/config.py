@@ -1,7 +1,9 @@
 """Structured-config schemas: every YAML under conf/ validates against one of these.
 
-Each group's YAML names its schema first in its defaults list, so a misspelt key or a value
-of the wrong type fails at composition with the key's full name, before anything is built.
+Each group's YAML names its schema first in its defaults list (``/schema/<group>/<name>@_here_``),
+so a misspelt key or a value of the wrong type fails at composition with the key's full name,
+before anything is built. Schemas live in their own ``schema/`` groups so that they never show
+up as options of the groups they describe.
 """
 
 from dataclasses import dataclass, field
@@ -254,21 +256,21 @@ SCHEMAS = {
     (None, "evaluate_schema"): EvaluateConfig,
     (None, "embed_schema"): EmbedConfig,
     (None, "search_schema"): SearchConfig,
-    ("data", "sample_schema"): SampleDataConfig,
-    ("data", "local_schema"): LocalDataConfig,
-    ("data", "s3_schema"): S3DataConfig,
-    ("data", "folder_schema"): FolderDataConfig,
-    ("data", "s3_prefix_schema"): S3PrefixDataConfig,
-    ("sampler", "pk_schema"): PKSamplerConfig,
-    ("backbone", "backbone_schema"): BackboneConfig,
-    ("head", "head_schema"): HeadConfig,
-    ("loss", "triplet_schema"): TripletLossConfig,
-    ("loss", "mined_schema"): MinedLossConfig,
-    ("loss", "arcface_schema"): ArcFaceConfig,
-    ("optim", "adamw_schema"): AdamWConfig,
-    ("trainer", "trainer_schema"): TrainerConfig,
-    ("logger", "wandb_schema"): WandbConfig,
-    ("paths", "paths_schema"): PathsConfig,
+    ("schema/data", "sample"): SampleDataConfig,
+    ("schema/data", "local"): LocalDataConfig,
+    ("schema/data", "s3"): S3DataConfig,
+    ("schema/data", "folder"): FolderDataConfig,
+    ("schema/data", "s3_prefix"): S3PrefixDataConfig,
+    ("schema/sampler", "pk"): PKSamplerConfig,
+    ("schema/backbone", "backbone"): BackboneConfig,
+    ("schema/head", "head"): HeadConfig,
+    ("schema/loss", "triplet"): TripletLossConfig,
+    ("schema/loss", "mined"): MinedLossConfig,
+    ("schema/loss", "arcface"): ArcFaceConfig,
+    ("schema/optim", "adamw"): AdamWConfig,
+    ("schema/trainer", "trainer"): TrainerConfig,
+    ("schema/logger", "wandb"): WandbConfig,
+    ("schema/paths", "paths"): PathsConfig,
 }
 
 

@@ -18,7 +18,13 @@ OPTIONS = [(group, entry.name.removesuffix(".yaml")) for group in GROUPS
            for entry in sorted(CONF.joinpath(group).iterdir(), key=lambda e: e.name) if entry.name.endswith(".yaml")]
 EXPERIMENTS = sorted(e.name.removesuffix(".yaml") for e in CONF.joinpath("experiment").iterdir()
                      if e.name.endswith(".yaml"))
-SCHEMA_OF = {(group, name.removesuffix("_schema")): cls for (group, name), cls in SCHEMAS.items()}
+def schema_of(group: str, option: str):
+    """The schema a group option's YAML names first in its defaults list."""
+    import yaml
+
+    first = yaml.safe_load(CONF.joinpath(group, f"{option}.yaml").read_text())["defaults"][0]
+    schema_group, _, name = first.removeprefix("/").removesuffix("@_here_").rpartition("/")
+    return SCHEMAS[(schema_group, name)]
 
 
 def test_every_group_has_options():
@@ -55,8 +61,8 @@ def test_option_composes_and_instantiates(compose_cfg, group, option):
         overrides.append("data.bucket=some-bucket")
     cfg = compose_cfg(*overrides)
     node = cfg[group]
-    if node is not None and (group, option) in SCHEMA_OF:
-        assert OmegaConf.get_type(node) is SCHEMA_OF[(group, option)]
+    if node is not None:
+        assert OmegaConf.get_type(node) is schema_of(group, option)
     OmegaConf.resolve(cfg)
     instantiate_all(cfg)
 

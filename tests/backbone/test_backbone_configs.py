@@ -13,7 +13,7 @@ NAMES = ["tiny", "qwen3_vl_2b", "qwen3_vl_4b", "qwen3_vl_8b", "qwen3_vl_embeddin
 
 def load(name: str):
     cfg = OmegaConf.load(CONF_DIR / f"{name}.yaml")
-    assert list(cfg.pop("defaults")) == ["backbone_schema", "_self_"]
+    assert list(cfg.pop("defaults")) == ["/schema/backbone/backbone@_here_", "_self_"]
     return cfg
 
 
