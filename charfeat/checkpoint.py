@@ -54,14 +54,8 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn
     head = instantiate(config["head"], _partial_=False, in_dim=backbone.hidden_size)
     head.load_state_dict(checkpoint["head"])
 
-    saved = checkpoint["backbone_trainable"]
-    result = backbone.load_state_dict(saved, strict=False)
-    if result.unexpected_keys:
-        raise KeyError(f"{path}: saved backbone parameters not in the rebuilt backbone: "
-                       f"{sorted(result.unexpected_keys)[:5]} ({len(result.unexpected_keys)} in all)")
-    trainable = {name for name, param in backbone.named_parameters() if param.requires_grad}
-    not_given = sorted(trainable & set(result.missing_keys))
-    if not_given:
-        raise KeyError(f"{path}: trainable backbone parameters missing from the checkpoint: "
-                       f"{not_given[:5]} ({len(not_given)} in all)")
+    try:
+        backbone.load_trainable_state_dict(checkpoint["backbone_trainable"])
+    except KeyError as err:
+        raise KeyError(f"{path}: {err.args[0]}") from None
     return backbone.to(device).eval(), head.to(device).eval(), dict(checkpoint["label_map"]), config

@@ -94,7 +94,8 @@ def any_rank(flag: bool) -> bool:
     """True on every rank if it is true on any: stop decisions must be collective."""
     if not active():
         return flag
-    value = torch.tensor([int(flag)])
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
+    value = torch.tensor([int(flag)], device=device)
     dist.all_reduce(value)
     return bool(value.item())
 

@@ -70,9 +70,12 @@ def evaluate(cfg: DictConfig) -> dict[str, dict]:
     data, records, embeddings, label_map = embed_split(cfg)
     labels = torch.tensor(encode_labels(records, label_map, str(data.jsonl_path(cfg.split))))
     majority = Counter(r.label for r in data.records("train")).most_common(1)[0][0]
+    if majority not in label_map:
+        raise ValueError(f"the data's majority training class {majority!r} is not among the model's classes "
+                         f"{list(label_map)}: no chance baseline can be scored")
     results = {
         "model": with_class_names(retrieval_metrics(embeddings, labels, len(label_map)), list(label_map)),
-        "chance": chance_metrics(labels, label_map.get(majority, -1)),
+        "chance": chance_metrics(labels, label_map[majority]),
     }
     (output_dir / "metrics.json").write_text(json.dumps(results, indent=2) + "\n")
     if cfg.plots:

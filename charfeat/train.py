@@ -145,6 +145,24 @@ def config_changes(saved: dict, current: dict, prefix: str = "") -> list[str]:
     return changes
 
 
+# belong to this run, not to the one being resumed: where it writes, what it resumes, when it pauses
+RUN_LOCAL_KEYS = ("paths", "ckpt_path", "trainer.max_steps")
+
+
+def resumed_config(cfg: DictConfig, overrides: list[str]) -> DictConfig:
+    """The checkpoint's config with this run's command-line overrides on top: they win, the rest is
+    kept from the checkpoint, so resuming does not quietly change a run's settings."""
+    saved = torch.load(cfg.ckpt_path, map_location="cpu", weights_only=False)["config"]
+    merged = OmegaConf.create(saved)
+    keys = [override.split("=", 1)[0].lstrip("+~") for override in overrides]
+    for key in [*RUN_LOCAL_KEYS, *(k for k in keys if not k.startswith("hydra."))]:
+        OmegaConf.update(merged, key, OmegaConf.select(cfg, key), force_add=True)  # a group (head=linear): its node
+    for change in config_changes(saved, OmegaConf.to_container(merged, resolve=True)):
+        if not change.startswith(RUN_LOCAL_KEYS):
+            log.info("resume: the command line wins: %s", change)
+    return merged
+
+
 def autocast(device: torch.device, precision: str):
     """bf16 autocast on CUDA; fp32 on CPU, where bf16 matmuls are ~40x slower."""
     if precision not in ("auto", "fp32", "bf16"):
@@ -153,15 +171,21 @@ def autocast(device: torch.device, precision: str):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
 
 
-def train(cfg: DictConfig) -> dict[str, dict[str, float]]:
-    """Build everything from ``cfg``, train, evaluate; return {"trained", "untrained", "chance"}."""
+def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, dict[str, float]]:
+    """Build everything from ``cfg``, train, evaluate; return {"trained", "untrained", "chance"}.
+
+    Resuming (``cfg.ckpt_path``) with the command line's ``overrides`` continues the checkpoint's
+    config with those overrides on top; without them (a call from Python), ``cfg`` is used as is.
+    """
+    if cfg.ckpt_path is not None and not Path(cfg.ckpt_path).is_file():
+        raise FileNotFoundError(f"ckpt_path={cfg.ckpt_path}: no such checkpoint file")
+    if cfg.ckpt_path is not None and overrides is not None:
+        cfg = resumed_config(cfg, overrides)
     tc = cfg.trainer
     if tc.epochs < 1:
         raise ValueError(f"trainer.epochs must be >= 1, got {tc.epochs}")
     if tc.accumulate < 1:
         raise ValueError(f"trainer.accumulate must be >= 1, got {tc.accumulate}")
-    if cfg.ckpt_path is not None and not Path(cfg.ckpt_path).is_file():
-        raise FileNotFoundError(f"ckpt_path={cfg.ckpt_path}: no such checkpoint file")
     rank, world_size, device = distributed.setup(tc.device)
     main_process = rank == 0  # alone logs to W&B and writes the output dir
     seed_everything(tc.seed)
@@ -193,7 +217,7 @@ def train(cfg: DictConfig) -> dict[str, dict[str, float]]:
         backbone = instantiate(cfg.backbone).to(device)
     head = instantiate(cfg.head)(in_dim=backbone.hidden_size).to(device)
     loss_fn = loss_fn.to(device)
-    frozen = cfg.backbone.train == "frozen"
+    frozen = backbone.frozen
     trainable = [p for p in list(backbone.parameters()) + list(head.parameters()) if p.requires_grad]
     groups = [{"params": trainable}]
     if list(loss_fn.parameters()):
@@ -201,7 +225,7 @@ def train(cfg: DictConfig) -> dict[str, dict[str, float]]:
     synced = [p for group in groups for p in group["params"]]
     distributed.broadcast_parameters(synced)
     optimizer = instantiate(cfg.optim)(params=groups)
-    total_steps = math.ceil(tc.epochs * len(sampler) / tc.accumulate)
+    total_steps = tc.epochs * math.ceil(len(sampler) / tc.accumulate)  # optimizer steps
     warmup_steps = int(tc.warmup_fraction * total_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, functools.partial(lr_factor, total_steps=total_steps, warmup_steps=warmup_steps,
@@ -249,12 +273,12 @@ def train(cfg: DictConfig) -> dict[str, dict[str, float]]:
         return path
 
     if cfg.ckpt_path is not None:
-        saved = torch.load(cfg.ckpt_path, map_location=device, weights_only=False)
+        saved = torch.load(cfg.ckpt_path, map_location="cpu", weights_only=False)  # RNG state stays on the CPU
         if saved["label_map"] != label_map:
             raise ValueError(f"ckpt_path={cfg.ckpt_path}: its classes {list(saved['label_map'])} differ from "
                              f"this data's {list(label_map)}")
         head.load_state_dict(saved["head"])
-        backbone.load_state_dict(saved["backbone_trainable"], strict=False)
+        backbone.load_trainable_state_dict(saved["backbone_trainable"])
         loss_fn.load_state_dict(saved["loss"])
         optimizer.load_state_dict(saved["optimizer"])
         saved["scheduler"].pop("base_lrs")  # this run's learning rates win over the checkpoint's
@@ -265,8 +289,6 @@ def train(cfg: DictConfig) -> dict[str, dict[str, float]]:
         results.update(saved["results"])
         state.update({key: saved[key] for key in state})
         set_rng_state(saved["rng"])
-        for change in config_changes(saved["config"], resolved):
-            log.info("resume: this run's value wins: %s", change)
         log.info("resumed from %s at epoch %d, step %d", cfg.ckpt_path, state["epoch"], state["step"])
 
     tracker = start_tracker(cfg, output_dir, main_process)
@@ -284,12 +306,14 @@ def train(cfg: DictConfig) -> dict[str, dict[str, float]]:
                 for index in batches[state["step_in_epoch"]:]:
                     batch_labels = labels["train"][index].to(device)
                     loss, mined = loss_fn(*distributed.gather_batch(embed_batch("train", index), batch_labels))
+                    group_start = state["step_in_epoch"] - state["step_in_epoch"] % tc.accumulate
+                    group_size = min(tc.accumulate, len(batches) - group_start)  # the epoch's last group may be short
                     if loss.requires_grad:
-                        (loss / tc.accumulate).backward()
+                        (loss / group_size).backward()
                     state["step"] += 1
                     state["loss_history"].append(loss.item())
                     state["step_in_epoch"] += 1
-                    if state["step"] % tc.accumulate == 0 or state["step_in_epoch"] == len(batches):
+                    if state["step_in_epoch"] - group_start == group_size:
                         distributed.average_gradients(synced)
                         if tc.grad_clip is not None:
                             torch.nn.utils.clip_grad_norm_(trainable, tc.grad_clip)
@@ -353,7 +377,9 @@ register_configs()
 @hydra.main(version_base="1.3", config_path="pkg://charfeat.conf", config_name="train")
 def main(cfg: DictConfig) -> float:
     try:
-        trained = train(cfg).get("trained")  # absent when trainer.max_steps stopped the first epoch
+        from hydra.core.hydra_config import HydraConfig
+
+        trained = train(cfg, overrides=list(HydraConfig.get().overrides.task)).get("trained")  # absent when trainer.max_steps stopped the first epoch
         return trained[cfg.optimized_metric] if trained else None
     except TrainingInterrupted as stop:
         log.warning("%s", stop)

@@ -69,14 +69,15 @@ def test_sigterm_saves_a_checkpoint_that_resumes_exactly(compose_cfg, tmp_path, 
 def test_command_line_learning_rate_wins_on_resume(compose_cfg, tmp_path, caplog):
     train(compose_cfg(*BASE, "trainer.max_steps=4", "trainer.schedule=constant", "trainer.warmup_fraction=0"))
     last = tmp_path / "run" / "checkpoints" / "last.pt"
-    resumed = compose_cfg(*BASE, f"ckpt_path={last}", "optim.lr=0.0123", "trainer.schedule=constant",
-                          "trainer.warmup_fraction=0", "trainer.max_steps=5")
+    overrides = [f"ckpt_path={last}", "optim.lr=0.0123", "trainer.max_steps=5"]
+    resumed = compose_cfg(*BASE, *overrides)  # schedule and warmup left at their defaults this time
     resumed.paths.output_dir = str(tmp_path / "resumed")
     with caplog.at_level("INFO"):
-        train(resumed)
+        train(resumed, overrides=overrides)
     saved = torch.load(tmp_path / "resumed" / "checkpoints" / "last.pt", weights_only=False)
-    assert saved["optimizer"]["param_groups"][0]["lr"] == pytest.approx(0.0123)
-    assert "optim.lr: 0.001 -> 0.0123" in caplog.text
+    assert saved["optimizer"]["param_groups"][0]["lr"] == pytest.approx(0.0123)  # constant schedule kept
+    assert saved["config"]["trainer"]["schedule"] == "constant" and saved["config"]["optim"]["lr"] == 0.0123
+    assert "the command line wins: optim.lr: 0.001 -> 0.0123" in caplog.text
 
 
 def test_missing_resume_checkpoint_is_an_error(compose_cfg, tmp_path):

@@ -23,10 +23,13 @@ def test_each_loss_trains(compose_cfg, tmp_path, loss):
         assert len(groups) == 1
 
 
-def test_accumulation_takes_one_optimizer_step_per_k_batches(compose_cfg, tmp_path):
-    train(compose_cfg(*SMALL, "trainer.accumulate=3", "trainer.epochs=1"))
+@pytest.mark.parametrize(("accumulate", "optimizer_steps"), [(3, 2), (2, 4)])
+def test_accumulation_takes_one_optimizer_step_per_k_batches(compose_cfg, tmp_path, accumulate, optimizer_steps):
+    """3 batches an epoch, 2 epochs: groups of 3 -> 2 steps; groups of 2 (the last one short) -> 4 steps."""
+    train(compose_cfg(*SMALL, f"trainer.accumulate={accumulate}", "trainer.schedule=cosine"))
     saved = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=False)
-    assert saved["step"] == 3 and saved["scheduler"]["last_epoch"] == 1
+    assert saved["step"] == 6 and saved["scheduler"]["last_epoch"] == optimizer_steps
+    assert saved["optimizer"]["param_groups"][0]["lr"] == pytest.approx(0.0, abs=1e-12)  # cosine ran exactly to 0
 
 
 def test_bf16_autocast_runs_on_cpu_when_asked(compose_cfg):

@@ -149,14 +149,22 @@ def generate_sample_set(root: Path, num_classes: int, train_per_class: int, val_
         rng.shuffle(rows)
         with (tmp / f"{split}.jsonl").open("w", encoding="utf-8") as fh:
             fh.writelines(json.dumps(row) + "\n" for row in rows)
-    (tmp / "manifest.json").write_text(json.dumps(_manifest(num_classes, train_per_class, val_per_class,
-                                                            image_size, seed)))
-    if root.exists():
+    manifest = _manifest(num_classes, train_per_class, val_per_class, image_size, seed)
+    (tmp / "manifest.json").write_text(json.dumps(manifest))
+    if _has_manifest(root, manifest):  # another process finished the same set meanwhile: keep it
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
+    if root.exists():  # made with other settings
         shutil.rmtree(root)
     try:
         os.rename(tmp, root)
     except OSError:  # another process finished first: keep its (identical) copy
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _has_manifest(root: Path, manifest: dict) -> bool:
+    path = root / "manifest.json"
+    return path.is_file() and json.loads(path.read_text()) == manifest
 
 
 def _manifest(*params) -> dict:
@@ -174,8 +182,7 @@ class SampleData(LocalData):
         self.params = (num_classes, train_per_class, val_per_class, image_size, seed)
 
     def ensure_generated(self) -> None:
-        manifest = self.root / "manifest.json"
-        if manifest.is_file() and json.loads(manifest.read_text()) == _manifest(*self.params):
+        if _has_manifest(self.root, _manifest(*self.params)):
             return
         generate_sample_set(self.root, *self.params)
 

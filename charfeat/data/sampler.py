@@ -34,6 +34,8 @@ class PKBatchSampler(Sampler[list[int]]):
                  seed: int = 0, class_names: Sequence[str] | None = None, rank: int = 0, world_size: int = 1):
         if p < 2:
             raise SamplerConfigError(f"sampler.p={p}: need at least 2 classes per batch to have negatives")
+        if batches_per_epoch is not None and batches_per_epoch < 1:
+            raise SamplerConfigError(f"sampler.batches_per_epoch={batches_per_epoch}: must be >= 1 (or null)")
         if k < 2:
             raise SamplerConfigError(f"sampler.k={k}: need at least 2 images per class to have positives")
         counts = Counter(int(label) for label in labels)
