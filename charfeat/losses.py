@@ -15,8 +15,6 @@ DISTANCES = ("cosine", "euclidean")
 
 def _count(tuples) -> int:
     """Mined triplets (a, p, n) or pairs (a1, p, a2, n): how many tuples the loss will see."""
-    if tuples is None:
-        return -1
     if len(tuples) == 3:
         return int(tuples[0].numel())
     return int(tuples[0].numel() + tuples[2].numel())

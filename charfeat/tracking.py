@@ -9,8 +9,7 @@ from pathlib import Path
 
 class WandbTracker:
     def __init__(self, run_config: dict, output_dir: str, project: str = "charfeat", entity: str | None = None,
-                 mode: str = "offline", group: str | None = None, tags: list[str] | tuple = (),
-                 name: str | None = None):
+                 mode: str = "offline", group: str | None = None, tags: list[str] | tuple = ()):
         if mode not in ("offline", "online", "disabled"):
             raise ValueError(f"logger.mode must be offline, online or disabled, got {mode!r}")
         os.environ.setdefault("WANDB_SILENT", "true")
@@ -19,7 +18,7 @@ class WandbTracker:
         self._wandb = wandb
         self.mode = mode
         self.run = wandb.init(project=project, entity=entity, mode=mode, group=group, tags=list(tags),
-                              name=name, config=run_config, dir=str(Path(output_dir)), reinit="finish_previous")
+                              config=run_config, dir=str(Path(output_dir)), reinit="finish_previous")
 
     def log(self, metrics: dict, step: int | None = None) -> None:
         self.run.log(metrics, step=step)

@@ -23,10 +23,13 @@ def plan(images: Path, jsonl_files: list[Path], label_field: str, start_index: i
     if not images.is_dir():
         raise SystemExit(f"--images {images}: not a folder")
     names: dict[str, None] = {}
+    issues = Issues("skip")  # bad lines do not stop the upload; each is reported below
     for path in jsonl_files:
-        for record in read_records(path, label_field, Issues("skip"), drop_quality=(), keep_unknown=True,
+        for record in read_records(path, label_field, issues, drop_quality=(), keep_unknown=True,
                                    start_index=start_index):
             names[record.filename] = None
+    for item in issues.skipped:
+        print(f"not uploaded (bad metadata line): {item}", file=sys.stderr)
     missing = [name for name in names if not (images / name).is_file()]
     if missing:
         raise SystemExit(f"{len(missing)} image(s) named in the metadata are not in {images}:\n  "
