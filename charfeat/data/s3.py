@@ -234,15 +234,19 @@ class S3Data(DataSource):
         return [future.result() for future in futures]
 
     def _read_ahead(self, split: str, filenames: list[str]) -> None:
-        """Start fetching the split's next images (in records order) while this batch is used."""
+        """Start fetching the split's next images (in records order) while this batch is used.
+
+        Only after a batch read in records order (feature extraction, evaluation): after a random
+        P×K training batch, the next images in file order are not what comes next."""
         order = getattr(self, "_order", {}).get(split)
         if not self.prefetch or not order or not filenames:
             return
         if not hasattr(self, "_position"):
             self._position = {s: {name: i for i, name in enumerate(names)} for s, names in self._order.items()}
-        start = self._position[split].get(filenames[-1])
-        if start is None:
+        positions = [self._position[split].get(name) for name in filenames]
+        if None in positions or positions != list(range(positions[0], positions[0] + len(positions))):
             return
+        start = positions[-1]
         for name in order[start + 1:start + 1 + self.prefetch]:
             if (split, name) not in self._pending:
                 self._pending[(split, name)] = self.pool.submit(self._get, split, name)
