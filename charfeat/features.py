@@ -19,7 +19,7 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
-from charfeat.data.records import Record
+from charfeat.data.records import Record, text_input
 from charfeat.data.source import DataSource
 
 log = logging.getLogger(__name__)
@@ -45,20 +45,7 @@ def record_text(record: Record, mode: str) -> str | None:
         return caption or None
     if mode != "text_input":
         raise ValueError(f"backbone.text={mode!r} is not one of ['caption', 'none', 'text_input']")
-    parts = []
-    style = meta.get("fashion_style") or "Unknown"
-    if style != record.label:
-        parts.append(f"Style: {style}.")
-    features = meta.get("physical_features") or []
-    if isinstance(features, str):
-        features = [features]
-    parts.append(f"Features: {', '.join(map(str, features))}.")
-    vibe = meta.get("vibe_category") or "Unknown"
-    if vibe != record.label:
-        parts.append(f"Vibe: {vibe}.")
-    if caption:
-        parts.append(f"Caption: {caption}")
-    return " ".join(parts)
+    return text_input({**meta, "caption": caption}, leave_out=record.label)
 
 
 @dataclass

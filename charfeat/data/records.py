@@ -40,16 +40,23 @@ class Record:
         return text_input(self.metadata)
 
 
-def text_input(metadata: dict) -> str:
-    """The replaced system's text template, so processed files stay interchangeable with its own."""
+def text_input(metadata: dict, leave_out: str | None = None) -> str:
+    """The replaced system's text template, so processed files stay interchangeable with its own.
+
+    ``leave_out``: a value (the record's label) whose Style or Vibe clause is dropped, so the
+    text never hands a model its own label."""
     features = metadata.get("physical_features") or []
     if isinstance(features, str):
         features = [features]
-    text = (f"Style: {metadata.get('fashion_style') or UNKNOWN}. Features: {', '.join(map(str, features))}. "
-            f"Vibe: {metadata.get('vibe_category') or UNKNOWN}.")
+    style = metadata.get("fashion_style") or UNKNOWN
+    vibe = metadata.get("vibe_category") or UNKNOWN
+    parts = [] if style == leave_out else [f"Style: {style}."]
+    parts.append(f"Features: {', '.join(map(str, features))}.")
+    if vibe != leave_out:
+        parts.append(f"Vibe: {vibe}.")
     if metadata.get("caption"):
-        text += f" Caption: {metadata['caption']}"
-    return text
+        parts.append(f"Caption: {metadata['caption']}")
+    return " ".join(parts)
 
 
 class Issues:

@@ -41,7 +41,6 @@ class DataSource(ABC):
                  split_seed: int = 0):
         self.root = Path(root).expanduser()
         self.jsonl = {"train": train_jsonl, "val": val_jsonl}
-        self.label_field = label_field
         self.read_options = dict(label_field=label_field, drop_quality=tuple(drop_quality),
                                  keep_unknown=keep_unknown, start_index=start_index)
         self.val_fraction, self.split_seed = val_fraction, split_seed
