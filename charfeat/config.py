@@ -32,13 +32,13 @@ class RecordsConfig:
 
 @dataclass
 class LocalDataConfig(RecordsConfig):
-    _target_: str = "charfeat.data.local.LocalData"
+    _target_: str = "charfeat.data.sources.local.LocalData"
     image_dir: str = "images"
 
 
 @dataclass
 class SampleDataConfig(LocalDataConfig):
-    _target_: str = "charfeat.data.sample.SampleData"
+    _target_: str = "charfeat.data.sources.sample.SampleData"
     num_classes: int = 8
     train_per_class: int = 30
     val_per_class: int = 10
@@ -48,7 +48,7 @@ class SampleDataConfig(LocalDataConfig):
 
 @dataclass
 class FolderDataConfig:
-    _target_: str = "charfeat.data.folder.FolderData"
+    _target_: str = "charfeat.data.sources.folder.FolderData"
     root: str = MISSING
     image_dir: str = "."
 
@@ -73,14 +73,14 @@ class S3StoreConfig:
 
 @dataclass
 class S3DataConfig(RecordsConfig, S3StoreConfig):
-    _target_: str = "charfeat.data.s3.S3Data"
+    _target_: str = "charfeat.data.sources.s3.S3Data"
     root: str = "."
     val_prefix: Optional[str] = None
 
 
 @dataclass
 class S3PrefixDataConfig(S3StoreConfig):
-    _target_: str = "charfeat.data.folder.S3PrefixData"
+    _target_: str = "charfeat.data.sources.s3_prefix.S3PrefixData"
 
 
 @dataclass
@@ -94,7 +94,7 @@ class PKSamplerConfig:
 
 @dataclass
 class BackboneConfig:
-    _target_: str = "charfeat.backbone.Qwen3VLBackbone"
+    _target_: str = "charfeat.models.backbone.model.Qwen3VLBackbone"
     name_or_path: str = MISSING
     revision: Optional[str] = None
     prompt: str = "Describe this person's appearance."
@@ -117,7 +117,7 @@ class BackboneConfig:
 
 @dataclass
 class HeadConfig:
-    _target_: str = "charfeat.head.ProjectionHead"
+    _target_: str = "charfeat.models.head.ProjectionHead"
     _partial_: bool = True
     hidden_dim: Optional[int] = 512
     out_dim: int = 128
@@ -127,7 +127,7 @@ class HeadConfig:
 
 @dataclass
 class TripletLossConfig:
-    _target_: str = "charfeat.losses.TripletLoss"
+    _target_: str = "charfeat.models.losses.TripletLoss"
     margin: float = 0.2
     miner: str = "semihard"
     distance: str = "cosine"
@@ -135,14 +135,14 @@ class TripletLossConfig:
 
 @dataclass
 class MinedLossConfig:
-    _target_: str = "charfeat.losses.MinedLoss"
+    _target_: str = "charfeat.models.losses.MinedLoss"
     loss: Any = MISSING
     miner: Any = None
 
 
 @dataclass
 class ArcFaceConfig:
-    _target_: str = "charfeat.losses.ArcFaceLoss"
+    _target_: str = "charfeat.models.losses.ArcFaceLoss"
     _partial_: bool = True
     margin: float = 28.6
     scale: float = 64.0

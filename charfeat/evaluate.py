@@ -25,10 +25,10 @@ from charfeat.checkpoint import load_model
 from charfeat.config import register_configs
 from charfeat.data.labels import encode_labels
 from charfeat.data.records import Record
-from charfeat.data.source import DataSource
-from charfeat.distributed import pick_device
-from charfeat.features import extract_features
-from charfeat.metrics import chance_metrics, retrieval_metrics
+from charfeat.data.sources.base import DataSource
+from charfeat.training.distributed import pick_device
+from charfeat.features.extract import extract_features
+from charfeat.evaluation.metrics import chance_metrics, retrieval_metrics
 from charfeat.train import format_table, with_class_names
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ def embed_split(cfg: DictConfig) -> tuple[DataSource, list[Record], torch.Tensor
 
 def evaluate(cfg: DictConfig) -> dict[str, dict]:
     """Score the checkpoint on ``cfg.split``; write metrics.json (and plots); return {"model", "chance"}."""
-    from charfeat.plots import save_plots
+    from charfeat.evaluation.plots import save_plots
 
     if cfg.data is not None and not get_class(cfg.data._target_).labelled:
         raise ValueError(f"data: {cfg.data._target_} has no labels to score; embed it with charfeat.embed")

@@ -20,9 +20,9 @@ from omegaconf import DictConfig
 
 from charfeat.checkpoint import load_model
 from charfeat.config import register_configs
-from charfeat.data.source import decode
+from charfeat.data.images import decode
 from charfeat.embed import EMBEDDINGS, ITEMS, META
-from charfeat.distributed import pick_device
+from charfeat.training.distributed import pick_device
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ def read_query(query: str, s3: DictConfig) -> bytes:
     if query.startswith("s3://"):
         from botocore.exceptions import BotoCoreError, ClientError
 
-        from charfeat.data.s3 import make_client
+        from charfeat.data.sources.s3 import make_client
 
         bucket, _, key = query[len("s3://"):].partition("/")
         try:

@@ -26,13 +26,13 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from charfeat import distributed
+from charfeat.training import distributed
 from charfeat.config import register_configs
 from charfeat.data.labels import build_label_map, encode_labels, save_label_map
-from charfeat.features import batched, encode_images, extract_features
-from charfeat.metrics import SCALAR_METRICS, chance_metrics, retrieval_metrics
-from charfeat.plots import save_plots
-from charfeat.schedule import lr_factor
+from charfeat.features.extract import batched, encode_images, extract_features
+from charfeat.evaluation.metrics import SCALAR_METRICS, chance_metrics, retrieval_metrics
+from charfeat.evaluation.plots import save_plots
+from charfeat.training.schedule import lr_factor
 from charfeat.tracking import NoTracker
 
 log = logging.getLogger(__name__)

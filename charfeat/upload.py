@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--create-bucket", action="store_true", help="create the bucket if it does not exist")
     args = parser.parse_args(argv)
 
-    from charfeat.data.s3 import make_client
+    from charfeat.data.sources.s3 import make_client
 
     files = plan(args.images, args.jsonl, args.label_field, args.start_index)
     client = make_client(args.region, args.endpoint_url, args.profile, max_workers=args.workers)

@@ -9,7 +9,7 @@ from hydra.utils import instantiate
 from charfeat.checkpoint import load_model
 from charfeat.data.labels import encode_labels
 from charfeat.evaluate import embed_records
-from charfeat.metrics import SCALAR_METRICS, retrieval_metrics
+from charfeat.evaluation.metrics import SCALAR_METRICS, retrieval_metrics
 from trained_run import trained_run
 
 

@@ -9,7 +9,7 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 from charfeat.config import register_configs
-from charfeat.metrics import SCALAR_METRICS
+from charfeat.evaluation.metrics import SCALAR_METRICS
 from trained_run import run_module, trained_run
 
 

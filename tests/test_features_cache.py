@@ -8,8 +8,9 @@ import torch
 from PIL import Image
 
 from charfeat.data.records import Record
-from charfeat.feature_cache import FeatureCache, item_key
-from charfeat.features import ExtractionStats, extract_features, record_text
+from charfeat.features.cache import FeatureCache, item_key
+from charfeat.data.records import record_text
+from charfeat.features.extract import ExtractionStats, extract_features
 
 torch.set_num_threads(1)  # tiny matmuls: one thread is faster on a shared 2-core machine
 CPU = torch.device("cpu")
@@ -39,7 +40,7 @@ def make_records(n: int) -> list[Record]:
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    from charfeat.backbone import build_tiny_qwen3_vl
+    from charfeat.models.backbone.tiny import build_tiny_qwen3_vl
 
     return str(build_tiny_qwen3_vl(tmp_path_factory.mktemp("models") / "tiny"))
 
@@ -51,7 +52,7 @@ def data():
 
 
 def backbone(tiny, cache_dir, **kwargs):
-    from charfeat.backbone import Qwen3VLBackbone
+    from charfeat.models.backbone.model import Qwen3VLBackbone
 
     return Qwen3VLBackbone(tiny, feature_cache=None if cache_dir is None else str(cache_dir), **kwargs)
 
@@ -125,7 +126,7 @@ def test_corrupt_shard_is_detected_and_rebuilt(tiny, tmp_path, data, damage, cap
     if damage == "flip":
         raw[-5] ^= 0xFF
     shard.write_bytes(bytes(raw[: len(raw) // 2] if damage == "truncate" else b"" if damage == "empty" else raw))
-    with caplog.at_level(logging.WARNING, logger="charfeat.feature_cache"):
+    with caplog.at_level(logging.WARNING, logger="charfeat.features.cache"):
         got, stats = run(backbone(tiny, tmp_path), data, records)
     assert "dropping bad shard" in caplog.text
     assert stats.computed == 6 and torch.equal(got, expected)
@@ -188,7 +189,7 @@ def test_record_text_modes_never_hand_over_the_label():
 
 
 def test_sorting_by_length_cuts_padding(tiny, data):
-    from charfeat.features import _forward, batched
+    from charfeat.features.extract import _forward, batched
 
     records = make_records(10)
     model = backbone(tiny, None)
@@ -219,7 +220,7 @@ def test_frozen_runs_share_the_cache(compose_cfg, tmp_path, caplog):
 
 
 def test_hub_ids_are_keyed_by_their_cached_commit(tmp_path, monkeypatch):
-    from charfeat.feature_cache import model_revision
+    from charfeat.models.backbone.revision import model_revision
 
     commit = "0123456789abcdef0123456789abcdef01234567"
     repo = tmp_path / "hub" / "models--Qwen--Qwen3-VL-2B-Instruct"
@@ -244,7 +245,7 @@ def test_unwritable_cache_dir_only_warns(tmp_path, caplog):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
     cache = FeatureCache(blocker / "features", {"a": 1}, dim=2)
-    with caplog.at_level(logging.WARNING, logger="charfeat.feature_cache"):
+    with caplog.at_level(logging.WARNING, logger="charfeat.features.cache"):
         cache.put([b"k" * 32], torch.ones(1, 2))
         cache.flush()
     assert "cannot write" in caplog.text

@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from charfeat.head import ProjectionHead
-from charfeat.losses import TripletLoss
+from charfeat.models.head import ProjectionHead
+from charfeat.models.losses import TripletLoss
 
 
 @pytest.mark.parametrize("hidden_dim", [None, 32])
@@ -58,7 +58,7 @@ def test_every_triplet_miner_trains(miner):
 def test_mined_loss_passes_the_miners_pairs():
     from pytorch_metric_learning import losses, miners
 
-    from charfeat.losses import MinedLoss
+    from charfeat.models.losses import MinedLoss
 
     generator = torch.Generator().manual_seed(0)
     embeddings = F.normalize(torch.randn(16, 8, generator=generator), dim=-1)
@@ -73,7 +73,7 @@ def test_mined_loss_passes_the_miners_pairs():
 
 
 def test_arcface_holds_class_centres_with_their_own_lr():
-    from charfeat.losses import ArcFaceLoss
+    from charfeat.models.losses import ArcFaceLoss
 
     loss_fn = ArcFaceLoss(num_classes=5, embedding_dim=8, lr=0.05)
     assert [p.shape for p in loss_fn.parameters()] == [torch.Size([8, 5])]

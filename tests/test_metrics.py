@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-import charfeat.metrics as metrics_module
-from charfeat.metrics import chance_metrics, retrieval_metrics
+import charfeat.evaluation.metrics as metrics_module
+from charfeat.evaluation.metrics import chance_metrics, retrieval_metrics
 
 
 def test_perfect_clusters_score_one():

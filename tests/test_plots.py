@@ -1,11 +1,11 @@
-"""charfeat.plots: t-SNE map and nearest-neighbour grid, on made-up embeddings and after training."""
+"""charfeat.evaluation.plots: t-SNE map and nearest-neighbour grid, on made-up embeddings and after training."""
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from charfeat.plots import (CAPTION, COLOURS, TILE, nearest_neighbours, neighbours_grid, pick_queries,
+from charfeat.evaluation.plots import (CAPTION, COLOURS, TILE, nearest_neighbours, neighbours_grid, pick_queries,
                             sample_indices, tsne_plot)
 from trained_run import trained_run
 

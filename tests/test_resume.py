@@ -8,7 +8,7 @@ import signal
 import pytest
 import torch
 
-import charfeat.losses
+import charfeat.models.losses
 from charfeat.train import TrainingInterrupted, train
 
 pytestmark = pytest.mark.slow
@@ -44,7 +44,7 @@ def test_resume_after_max_steps_is_exact(compose_cfg, tmp_path, uninterrupted):
 
 
 def test_sigterm_saves_a_checkpoint_that_resumes_exactly(compose_cfg, tmp_path, monkeypatch, uninterrupted):
-    forward = charfeat.losses.TripletLoss.forward
+    forward = charfeat.models.losses.TripletLoss.forward
     calls = {"n": 0}
 
     def forward_then_signal(self, embeddings, labels):
@@ -53,10 +53,10 @@ def test_sigterm_saves_a_checkpoint_that_resumes_exactly(compose_cfg, tmp_path, 
             os.kill(os.getpid(), signal.SIGTERM)  # arrives mid-step; the step still completes
         return forward(self, embeddings, labels)
 
-    monkeypatch.setattr(charfeat.losses.TripletLoss, "forward", forward_then_signal)
+    monkeypatch.setattr(charfeat.models.losses.TripletLoss, "forward", forward_then_signal)
     with pytest.raises(TrainingInterrupted, match="resume with ckpt_path="):
         train(compose_cfg(*BASE))
-    monkeypatch.setattr(charfeat.losses.TripletLoss, "forward", forward)
+    monkeypatch.setattr(charfeat.models.losses.TripletLoss, "forward", forward)
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handler restored
 
     last = tmp_path / "run" / "checkpoints" / "last.pt"

@@ -2,7 +2,7 @@
 
 import pytest
 
-from charfeat.schedule import lr_factor
+from charfeat.training.schedule import lr_factor
 
 
 def test_warmup_then_cosine_to_zero():

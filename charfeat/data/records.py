@@ -59,6 +59,24 @@ def text_input(metadata: dict, leave_out: str | None = None) -> str:
     return " ".join(parts)
 
 
+def record_text(record: Record, mode: str) -> str | None:
+    """The record's own text for `backbone.text`: None, its caption, or the labeller's text input.
+
+    text_input follows the replaced system's format (``Style: ... Features: ... Vibe: ... Caption: ...``)
+    but drops the field that holds the record's label, so the label is never handed to the model.
+    Captions are free text and may still name the label.
+    """
+    meta = record.metadata
+    caption = str(meta.get("caption") or "").strip()
+    if mode == "none":
+        return None
+    if mode == "caption":
+        return caption or None
+    if mode != "text_input":
+        raise ValueError(f"backbone.text={mode!r} is not one of ['caption', 'none', 'text_input']")
+    return text_input({**meta, "caption": caption}, leave_out=record.label)
+
+
 class Issues:
     """Bad records and images: raised at once under ``error``, collected and counted under ``skip``."""
 

@@ -10,7 +10,7 @@ import time
 import torch
 from torch.nn import functional as F
 
-from charfeat.metrics import retrieval_metrics
+from charfeat.evaluation.metrics import retrieval_metrics
 
 
 def peak_rss_gib() -> float:

@@ -23,10 +23,11 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from charfeat.backbone import Qwen3VLBackbone, build_tiny_qwen3_vl  # noqa: E402
-from charfeat.backbone.flops import QWEN3_VL_SIZES, forward_flops, qwen3_vl_config  # noqa: E402
+from charfeat.models.backbone.model import Qwen3VLBackbone  # noqa: E402
+from charfeat.models.backbone.tiny import build_tiny_qwen3_vl  # noqa: E402
+from charfeat.models.backbone.flops import QWEN3_VL_SIZES, forward_flops, qwen3_vl_config  # noqa: E402
 from charfeat.data.records import Record  # noqa: E402
-from charfeat.features import ExtractionStats, batched, extract_features  # noqa: E402
+from charfeat.features.extract import ExtractionStats, batched, extract_features  # noqa: E402
 
 CPU = torch.device("cpu")
 MODELS = {

@@ -31,7 +31,7 @@ from hydra.utils import instantiate  # noqa: E402
 from omegaconf import open_dict  # noqa: E402
 
 from charfeat.config import register_configs  # noqa: E402
-from charfeat.features import ExtractionStats, extract_features  # noqa: E402
+from charfeat.features.extract import ExtractionStats, extract_features  # noqa: E402
 from charfeat.train import train  # noqa: E402
 
 # "small": a random Qwen3-VL with more compute per image than the test model (hidden 512, 4 layers,
@@ -84,7 +84,7 @@ def main() -> None:
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="charfeat-bench-"))
     model_kwargs, model_overrides = MODELS[args.model]
 
-    from charfeat.backbone import build_tiny_qwen3_vl
+    from charfeat.models.backbone.tiny import build_tiny_qwen3_vl
 
     model_dir = build_tiny_qwen3_vl(workdir / "models" / args.model, **model_kwargs)
     base = [*model_overrides, "trainer.epochs=10", f"trainer.plots={args.plots}"]

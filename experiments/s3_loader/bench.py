@@ -12,8 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests" / "data"))
-from s3_endpoint import FaultyProxy, MotoServer  # noqa: E402
+from charfeat.testing.s3 import FaultyProxy, MotoServer  # noqa: E402
 
 BUCKET = "charfeat-bench"
 
@@ -33,9 +32,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=16)
     args = parser.parse_args()
 
-    from charfeat.data.s3 import S3Data
-    from charfeat.data.sample import SampleData
-    from charfeat.data.source import decode
+    from charfeat.data.sources.s3 import S3Data
+    from charfeat.data.sources.sample import SampleData
+    from charfeat.data.images import decode
     from charfeat.upload import plan, upload
 
     work = Path(tempfile.mkdtemp(prefix="charfeat-bench-"))

@@ -16,7 +16,7 @@ torch.set_num_threads(1)
 
 @pytest.fixture(scope="session")
 def tiny_path(tmp_path_factory):
-    from charfeat.backbone import build_tiny_qwen3_vl
+    from charfeat.models.backbone.tiny import build_tiny_qwen3_vl
 
     return build_tiny_qwen3_vl(tmp_path_factory.mktemp("models") / "tiny-qwen3-vl")
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from charfeat.backbone import Qwen3VLBackbone
+from charfeat.models.backbone.model import Qwen3VLBackbone
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf" / "backbone"
 NAMES = ["tiny", "qwen3_vl_2b", "qwen3_vl_4b", "qwen3_vl_8b", "qwen3_vl_embedding_2b", "qwen3_vl_embedding_8b"]
@@ -24,7 +24,7 @@ def test_every_option_is_tested():
 @pytest.mark.parametrize("name", NAMES)
 def test_config_keys_match_the_constructor(name):
     cfg = load(name)
-    assert cfg._target_ == "charfeat.backbone.Qwen3VLBackbone"
+    assert cfg._target_ == "charfeat.models.backbone.model.Qwen3VLBackbone"
     params = set(inspect.signature(Qwen3VLBackbone.__init__).parameters) - {"self"}
     assert set(cfg) - {"_target_"} == params
     real = name != "tiny"

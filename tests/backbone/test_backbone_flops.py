@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from charfeat.backbone.flops import QWEN3_VL_SIZES, forward_flops, qwen3_vl_config
+from charfeat.models.backbone.flops import QWEN3_VL_SIZES, forward_flops, qwen3_vl_config
 
 
 @pytest.mark.parametrize(("pixels", "tflops"), [(448, 1.2), (768, 3.8)])

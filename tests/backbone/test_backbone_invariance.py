@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from charfeat.backbone import Qwen3VLBackbone
+from charfeat.models.backbone.model import Qwen3VLBackbone
 
 TEXTS = [None, "Caption: a short one.", "Features: long hair, glasses, hat, beard. Caption: a much longer caption "
          "that makes this prompt many tokens longer than the others in the batch."]

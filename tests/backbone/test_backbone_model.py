@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from charfeat.backbone import Qwen3VLBackbone
-from charfeat.backbone.model import masked_mean
+from charfeat.models.backbone.model import Qwen3VLBackbone
+from charfeat.models.backbone.pooling import masked_mean
 
 
 @pytest.fixture(scope="module")

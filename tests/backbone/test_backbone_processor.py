@@ -1,7 +1,7 @@
 import json
 
-from charfeat.backbone import Qwen3VLImageTextProcessor
-from charfeat.backbone.tiny import CHAT_TEMPLATE, build_tokenizer
+from charfeat.models.backbone.processor import Qwen3VLImageTextProcessor
+from charfeat.models.backbone.tiny import CHAT_TEMPLATE, build_tokenizer
 
 
 def test_processor_loads_from_saved_tiny_dir(tiny_path, make_image):

@@ -2,8 +2,8 @@ import os
 
 import torch
 
-from charfeat.backbone import Qwen3VLBackbone, build_tiny_qwen3_vl
-from charfeat.backbone.tiny import TINY_MAX_PIXELS
+from charfeat.models.backbone.model import Qwen3VLBackbone
+from charfeat.models.backbone.tiny import TINY_MAX_PIXELS, build_tiny_qwen3_vl
 
 
 def test_tiny_loads_through_the_real_path(tiny_path):
@@ -37,7 +37,7 @@ def test_build_is_deterministic_and_leaves_no_staging_dirs(tmp_path):
 
 
 def test_build_keeps_the_winner_of_a_race(tmp_path, monkeypatch):
-    import charfeat.backbone.tiny as tiny
+    import charfeat.models.backbone.tiny as tiny
 
     target = tmp_path / "tiny"
     real_rename = os.rename

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from charfeat.backbone import Qwen3VLBackbone
-from charfeat.head import ProjectionHead
+from charfeat.models.backbone.model import Qwen3VLBackbone
+from charfeat.models.head import ProjectionHead
 
 VISION_AND_TEXT_LORA = (r".*(language_model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
                         r"|visual\.blocks\.\d+\.(attn\.(qkv|proj)|mlp\.linear_fc(1|2)))")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from s3_endpoint import FaultyProxy, MotoServer
+from charfeat.testing.s3 import FaultyProxy, MotoServer
 
 BUCKET = "charfeat-test"
 _prefixes = itertools.count()
@@ -26,7 +26,7 @@ def moto_server():
 @pytest.fixture(scope="session")
 def small_sample(cache_dir) -> Path:
     """4 classes, 8 train and 4 val images each, 64 px: generated once per session."""
-    from charfeat.data.sample import SampleData
+    from charfeat.data.sources.sample import SampleData
 
     data = SampleData(str(cache_dir / "s3_sample"), num_classes=4, train_per_class=8, val_per_class=4,
                       image_size=64)

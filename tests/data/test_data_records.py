@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from charfeat.data.labels import build_label_map
-from charfeat.data.local import LocalData
+from charfeat.data.sources.local import LocalData
 from charfeat.data.records import Issues, RecordError, read_records, text_input
 from charfeat.data.split import stratified_split
 from charfeat.preprocess import main as preprocess_main

@@ -16,10 +16,10 @@ import torch
 from PIL import Image
 
 from charfeat.data.records import RecordError
-from charfeat.data.s3 import S3AccessError, S3Data
-from charfeat.data.source import ImageLoadError
+from charfeat.data.sources.s3 import S3AccessError, S3Data
+from charfeat.data.sources.base import ImageLoadError
 from conftest import BUCKET
-from s3_endpoint import free_port
+from charfeat.testing.s3 import free_port
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from charfeat.data.folder import S3PrefixData
+from charfeat.data.sources.s3_prefix import S3PrefixData
 from conftest import BUCKET
 from trained_run import trained_run
 

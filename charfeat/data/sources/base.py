@@ -7,13 +7,13 @@ image is checked to exist before any model is built. A bad record or image is an
 it, or, under ``on_bad_record=skip``, left out and reported: never replaced by a placeholder.
 """
 
-import io
 import logging
 from abc import ABC, abstractmethod
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
+from charfeat.data.images import try_decode
 from charfeat.data.labels import build_label_map, keep_known_labels
 from charfeat.data.records import Issues, Record, read_records
 from charfeat.data.split import stratified_split
@@ -24,12 +24,6 @@ log = logging.getLogger(__name__)
 
 class ImageLoadError(RuntimeError):
     """One or more images could not be fetched or decoded; lists every location."""
-
-
-def decode(blob: bytes) -> Image.Image:
-    """Fully decode (a truncated JPEG fails here, not later in the model) and convert to RGB."""
-    with Image.open(io.BytesIO(blob)) as image:
-        return image.convert("RGB")
 
 
 class DataSource(ABC):
@@ -112,7 +106,7 @@ class DataSource(ABC):
         for start in range(0, len(records), 64):  # chunks bound the bytes held in memory
             chunk = records[start:start + 64]
             for record, blob in zip(chunk, self.fetch(split, [r.filename for r in chunk])):
-                reason = blob if isinstance(blob, str) else _try_decode(blob)
+                reason = blob if isinstance(blob, str) else try_decode(blob)
                 reason = reason if isinstance(reason, str) else None
                 if reason:
                     issues.bad(f"{self.location(split, record.filename)} (id {record.id})", reason)
@@ -148,16 +142,9 @@ class DataSource(ABC):
     def load_images(self, split: str, records: list[Record]) -> list[Image.Image]:
         """Fetch and decode a batch of images as RGB."""
         blobs = self.fetch_bytes(split, [r.filename for r in records])
-        images = self.map(_try_decode, blobs)
+        images = self.map(try_decode, blobs)
         bad = [f"{self.location(split, record.filename)} (id {record.id}): {image}"
                for record, image in zip(records, images) if isinstance(image, str)]
         if bad:
             raise ImageLoadError(f"{len(bad)} image(s) could not be decoded:\n  " + "\n  ".join(bad))
         return images
-
-
-def _try_decode(blob: bytes) -> Image.Image | str:
-    try:
-        return decode(blob)
-    except (UnidentifiedImageError, OSError) as err:
-        return f"undecodable ({err})"

@@ -141,7 +141,7 @@ def build_tiny_qwen3_vl(path: str | os.PathLike, hidden_size: int = 128, seed: i
     import torch
     from transformers import Qwen3VLModel
 
-    from charfeat.backbone.processor import Qwen3VLImageTextProcessor
+    from charfeat.models.backbone.processor import Qwen3VLImageTextProcessor
 
     path = Path(path)
     if path.exists():

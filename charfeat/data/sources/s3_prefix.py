@@ -1,4 +1,4 @@
-"""Bare images, no metadata: a local folder (``data=folder``) or an S3 prefix (``data=s3_prefix``).
+"""Every image object under an S3 prefix, no metadata (``data=s3_prefix``).
 
 Something to embed (``charfeat.embed``), not to train or evaluate on, since there are no labels.
 Both splits are all the images.
@@ -6,31 +6,9 @@ Both splits are all the images.
 
 from pathlib import Path
 
-from charfeat.data.local import LocalData
+from charfeat.data.images import IMAGE_SUFFIXES
 from charfeat.data.records import Record
-from charfeat.data.s3 import S3AccessError, S3Data
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")
-
-
-class FolderData(LocalData):
-    labelled = False
-
-    def __init__(self, root: str, image_dir: str = "."):
-        super().__init__(root, train_jsonl="", val_jsonl=None, image_dir=image_dir)
-
-    def _prepare(self) -> dict[str, list[Record]]:
-        if not self.image_dir.is_dir():
-            raise FileNotFoundError(f"data.root: {self.image_dir} is not a folder")
-        paths = sorted(p for p in self.image_dir.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-        if not paths:
-            raise FileNotFoundError(f"data.root: no images ({', '.join(IMAGE_SUFFIXES)}) under {self.image_dir}")
-        records = [Record(id=str(p.relative_to(self.image_dir).with_suffix("")),
-                          filename=str(p.relative_to(self.image_dir)), label="") for p in paths]
-        return {"train": records, "val": records}
-
-    def jsonl_path(self, split: str) -> Path:
-        return self.image_dir
+from charfeat.data.sources.s3 import S3AccessError, S3Data
 
 
 class S3PrefixData(S3Data):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from charfeat.data.local import LocalData
+from charfeat.data.sources.local import LocalData
 
 GENERATOR_VERSION = 2
 S3_PREFIX = "characters/augmented/generated/"

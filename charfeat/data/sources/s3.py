@@ -18,8 +18,8 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from urllib.parse import urlparse
 
-from charfeat.data.cache import DiskCache
-from charfeat.data.source import DataSource, ImageLoadError
+from charfeat.data.sources.s3_object_cache import S3ObjectCache
+from charfeat.data.sources.base import DataSource, ImageLoadError
 
 log = logging.getLogger(__name__)
 MISSING_CODES = ("NoSuchKey", "404", "NotFound")
@@ -70,7 +70,7 @@ class S3Data(DataSource):
         self.retry_mode, self.max_attempts = retry_mode, max_attempts
         self.connect_timeout, self.read_timeout = connect_timeout, read_timeout
         self.max_workers, self.prefetch = max_workers, prefetch
-        self.cache = DiskCache(cache_dir) if cache_dir else None
+        self.cache = S3ObjectCache(cache_dir) if cache_dir else None
         self._listings: dict[str, dict[str, str] | None] = {}  # prefix -> {key: etag}, None if not listable
         self._reset()
 

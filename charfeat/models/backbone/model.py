@@ -15,6 +15,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from charfeat.models.backbone.pooling import last_token, masked_mean
+
 log = logging.getLogger(__name__)
 
 POOLINGS = ("mean", "last", "vision")
@@ -30,20 +32,6 @@ TEXT_LORA_TARGETS = r".*language_model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|
 def _check_choice(key: str, value, allowed) -> None:
     if value not in allowed:
         raise ValueError(f"{key}={value!r} is not one of {sorted(allowed)}")
-
-
-def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean over the positions where `mask` is true. hidden: [B, T, H], mask: [B, T] -> [B, H]."""
-    weights = mask.to(hidden.dtype).unsqueeze(-1)
-    counts = weights.sum(dim=1).clamp(min=1)
-    return (hidden * weights).sum(dim=1) / counts
-
-
-def last_token(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """Hidden state of each row's last real token, for left or right padding. [B, T, H] -> [B, H]."""
-    positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
-    last = (positions * attention_mask.to(torch.long)).argmax(dim=1)
-    return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
 
 
 class Qwen3VLBackbone(nn.Module):
@@ -102,10 +90,10 @@ class Qwen3VLBackbone(nn.Module):
                              "attention is causal, so the text could never reach the pooled tokens")
         from transformers import AutoModel
 
-        from charfeat.backbone.processor import Qwen3VLImageTextProcessor
+        from charfeat.models.backbone.processor import Qwen3VLImageTextProcessor
 
         if build_tiny and not Path(name_or_path).exists():
-            from charfeat.backbone.tiny import build_tiny_qwen3_vl
+            from charfeat.models.backbone.tiny import build_tiny_qwen3_vl
 
             build_tiny_qwen3_vl(name_or_path)
 
@@ -269,7 +257,7 @@ class Qwen3VLBackbone(nn.Module):
         """Everything that changes a frozen feature, for the feature cache."""
         import transformers
 
-        from charfeat.feature_cache import model_revision
+        from charfeat.models.backbone.revision import model_revision
 
         return {
             "model": self.name_or_path,
@@ -290,7 +278,7 @@ class Qwen3VLBackbone(nn.Module):
         if not self.frozen or self.feature_cache_dir is None:
             return None
         if self._feature_cache is None:
-            from charfeat.feature_cache import FeatureCache
+            from charfeat.features.cache import FeatureCache
 
             self._feature_cache = FeatureCache(self.feature_cache_dir, self.cache_key(), dim=self.hidden_size)
         return self._feature_cache

@@ -19,8 +19,8 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
-from charfeat.data.records import Record, text_input
-from charfeat.data.source import DataSource
+from charfeat.data.records import Record, record_text
+from charfeat.data.sources.base import DataSource
 
 log = logging.getLogger(__name__)
 
@@ -28,24 +28,6 @@ log = logging.getLogger(__name__)
 def batched(items: list, size: int):
     for start in range(0, len(items), size):
         yield items[start:start + size]
-
-
-def record_text(record: Record, mode: str) -> str | None:
-    """The record's own text for `backbone.text`: None, its caption, or the labeller's text input.
-
-    text_input follows the replaced system's format (``Style: ... Features: ... Vibe: ... Caption: ...``)
-    but drops the field that holds the record's label, so the label is never handed to the model.
-    Captions are free text and may still name the label.
-    """
-    meta = record.metadata
-    caption = str(meta.get("caption") or "").strip()
-    if mode == "none":
-        return None
-    if mode == "caption":
-        return caption or None
-    if mode != "text_input":
-        raise ValueError(f"backbone.text={mode!r} is not one of ['caption', 'none', 'text_input']")
-    return text_input({**meta, "caption": caption}, leave_out=record.label)
 
 
 @dataclass
@@ -111,7 +93,7 @@ def extract_features(backbone: torch.nn.Module, data: DataSource, split: str, re
         keys = None
         todo = list(range(len(chunk)))
         if cache is not None:
-            from charfeat.feature_cache import item_key
+            from charfeat.features.cache import item_key
 
             keys = [item_key(image, text) for image, text in zip(images, texts)]
             todo = []

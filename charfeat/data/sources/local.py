@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from charfeat.data.source import DataSource
+from charfeat.data.sources.base import DataSource
 
 
 class LocalData(DataSource):

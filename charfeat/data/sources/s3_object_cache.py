@@ -1,4 +1,4 @@
-"""A local disk cache of fetched objects, keyed by bucket, key and ETag.
+"""The S3 object cache: fetched objects on local disk, keyed by bucket, key and ETag.
 
 A changed object has a new ETag, so a stale entry is never served. Entries are written to a
 temporary file and renamed (readers never see half a file), and carry a SHA-256 of their
@@ -15,7 +15,7 @@ log = logging.getLogger(__name__)
 DIGEST = 32
 
 
-class DiskCache:
+class S3ObjectCache:
     def __init__(self, root: str | Path):
         self.root = Path(root).expanduser()
 
