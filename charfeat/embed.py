@@ -9,35 +9,28 @@ same order) and ``index.json`` (the checkpoint, split, count and dimension). Tha
 ``index`` of `charfeat.search`.
 """
 
-import json
 import logging
 from pathlib import Path
 
 import hydra
-import numpy as np
 from omegaconf import DictConfig
 
 from charfeat.config import register_configs
-from charfeat.evaluate import embed_split
+from charfeat.inference import embed_split, write_index
+from charfeat.training.distributed import pick_device
 
 log = logging.getLogger(__name__)
 
-EMBEDDINGS, ITEMS, META = "embeddings.npy", "items.jsonl", "index.json"
-
 
 def embed(cfg: DictConfig) -> Path:
-    """Embed ``cfg.split`` with ``cfg.checkpoint``; write the three files; return the output dir."""
+    """Embed ``cfg.split`` with ``cfg.checkpoint``; write the index files; return the output dir."""
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    _, records, embeddings, _ = embed_split(cfg)
-    np.save(output_dir / EMBEDDINGS, embeddings.numpy().astype(np.float32))
-    with open(output_dir / ITEMS, "w", encoding="utf-8") as f:
-        for record in records:
-            f.write(json.dumps({"id": record.id, "filename": record.filename, "label": record.label or None}) + "\n")
+    split = embed_split(cfg.checkpoint, cfg.data, cfg.split, cfg.batch_size, pick_device(cfg.device))
     meta = {"checkpoint": str(Path(cfg.checkpoint).expanduser().resolve()), "split": cfg.split,
-            "count": len(records), "dim": int(embeddings.shape[1])}
-    (output_dir / META).write_text(json.dumps(meta, indent=2) + "\n")
-    log.info("%d %s embeddings of dim %d written to %s", len(records), cfg.split, meta["dim"], output_dir)
+            "count": len(split.records), "dim": int(split.embeddings.shape[1])}
+    write_index(output_dir, split.records, split.embeddings, meta)
+    log.info("%d %s embeddings of dim %d written to %s", meta["count"], cfg.split, meta["dim"], output_dir)
     return output_dir
 
 

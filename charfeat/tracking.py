@@ -3,8 +3,14 @@
 wandb is imported only here and only when a run starts, so ``logger=none`` never loads it.
 """
 
+import logging
 import os
 from pathlib import Path
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
 
 
 class WandbTracker:
@@ -58,3 +64,26 @@ class NoTracker:
 
     def finish(self, exit_code: int = 0) -> None:
         pass
+
+
+def multirun_group() -> str | None:
+    """The sweep dir's name, so the jobs of one multirun share a W&B group."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return None
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode.name != "MULTIRUN":
+        return None
+    return Path(hydra_cfg.sweep.dir).name
+
+
+def start_tracker(cfg: DictConfig, output_dir: Path, main_process: bool) -> "WandbTracker | NoTracker":
+    """The run's tracker from ``cfg.logger`` (None: no tracking); only the main process tracks."""
+    if cfg.logger is None or not main_process:
+        return NoTracker()
+    log.info("tracker: %s (mode %s)", cfg.logger._target_, cfg.logger.mode)
+    # partial: the resolved config holds _target_ keys that instantiate would try to build
+    make_tracker = instantiate(cfg.logger, _partial_=True, output_dir=str(output_dir),
+                               group=cfg.logger.group or multirun_group())
+    return make_tracker(run_config=OmegaConf.to_container(cfg, resolve=True))

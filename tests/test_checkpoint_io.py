@@ -1,4 +1,4 @@
-"""charfeat.checkpoint.load_model: a saved run rebuilt from its checkpoint alone."""
+"""charfeat.inference.load_model: a saved run rebuilt from its checkpoint alone."""
 
 import json
 
@@ -6,9 +6,8 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from charfeat.checkpoint import load_model
+from charfeat.inference import embed_records, load_model
 from charfeat.data.labels import encode_labels
-from charfeat.evaluate import embed_records
 from charfeat.evaluation.metrics import SCALAR_METRICS, retrieval_metrics
 from trained_run import trained_run
 

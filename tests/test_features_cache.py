@@ -10,7 +10,7 @@ from PIL import Image
 from charfeat.data.records import Record
 from charfeat.features.cache import FeatureCache, item_key
 from charfeat.data.records import record_text
-from charfeat.features.extract import ExtractionStats, extract_features
+from charfeat.features.extract import ExtractionStats, FeatureExtractor
 
 torch.set_num_threads(1)  # tiny matmuls: one thread is faster on a shared 2-core machine
 CPU = torch.device("cpu")
@@ -57,9 +57,14 @@ def backbone(tiny, cache_dir, **kwargs):
     return Qwen3VLBackbone(tiny, feature_cache=None if cache_dir is None else str(cache_dir), **kwargs)
 
 
-def run(model, data, records, batch_size=3):
+def run(model, data, records, batch_size=3, extractor=None):
     stats = ExtractionStats()
-    return extract_features(model, data, "train", records, batch_size, CPU, stats=stats), stats
+    extractor = extractor or FeatureExtractor(model, batch_size, CPU)
+    return extractor.extract(data, "train", records, stats=stats), stats
+
+
+def cache_of(model):
+    return FeatureExtractor(model, 1, CPU).cache
 
 
 def test_second_pass_reads_everything_from_disk(tiny, tmp_path, data):
@@ -73,7 +78,7 @@ def test_second_pass_reads_everything_from_disk(tiny, tmp_path, data):
     assert torch.equal(first, second)
     uncached, _ = run(backbone(tiny, None), data, records, batch_size=10)
     torch.testing.assert_close(first, uncached, atol=1e-5, rtol=1e-5)  # sorting and batching change nothing
-    cache = fresh_model.feature_cache
+    cache = cache_of(fresh_model)
     assert len(cache.shards()) == 1 and (cache.dir / "key.json").is_file()
     assert cache.dir.parent == tmp_path
 
@@ -113,15 +118,15 @@ def test_new_weights_or_new_pixels_recompute(tiny, tmp_path, data):
 
 
 def test_frozen_only(tiny, tmp_path):
-    assert backbone(tiny, tmp_path, train="lora").feature_cache is None
-    assert backbone(tiny, None).feature_cache is None
+    assert cache_of(backbone(tiny, tmp_path, train="lora")) is None
+    assert cache_of(backbone(tiny, None)) is None
 
 
 @pytest.mark.parametrize("damage", ["flip", "truncate", "empty"])
 def test_corrupt_shard_is_detected_and_rebuilt(tiny, tmp_path, data, damage, caplog):
     records = make_records(6)
     expected, _ = run(backbone(tiny, tmp_path), data, records)
-    [shard] = backbone(tiny, tmp_path).feature_cache.shards()
+    [shard] = cache_of(backbone(tiny, tmp_path)).shards()
     raw = bytearray(shard.read_bytes())
     if damage == "flip":
         raw[-5] ^= 0xFF
@@ -130,14 +135,15 @@ def test_corrupt_shard_is_detected_and_rebuilt(tiny, tmp_path, data, damage, cap
         got, stats = run(backbone(tiny, tmp_path), data, records)
     assert "dropping bad shard" in caplog.text
     assert stats.computed == 6 and torch.equal(got, expected)
-    shards = backbone(tiny, tmp_path).feature_cache.shards()
+    shards = cache_of(backbone(tiny, tmp_path)).shards()
     assert len(shards) == 1 and shards[0] != shard
 
 
 def test_interrupted_run_keeps_finished_shards(tiny, tmp_path, data, monkeypatch):
     records = make_records(10)
     model = backbone(tiny, tmp_path)
-    model.feature_cache.flush_every = 3
+    extractor = FeatureExtractor(model, 3, CPU)
+    extractor.cache.flush_every = 3
     calls = {"n": 0}
     real_forward = model.forward
 
@@ -149,8 +155,8 @@ def test_interrupted_run_keeps_finished_shards(tiny, tmp_path, data, monkeypatch
 
     model.forward = dies_on_third_batch
     with pytest.raises(KeyboardInterrupt):
-        run(model, data, records)
-    (model.feature_cache.dir / ".shard-x.safetensors.tmp").write_bytes(b"half a shard")  # a killed write
+        run(model, data, records, extractor=extractor)
+    (extractor.cache.dir / ".shard-x.safetensors.tmp").write_bytes(b"half a shard")  # a killed write
     _, stats = run(backbone(tiny, tmp_path), data, records)
     assert stats.cache_hits == 6 and stats.computed == 4
 
@@ -189,14 +195,14 @@ def test_record_text_modes_never_hand_over_the_label():
 
 
 def test_sorting_by_length_cuts_padding(tiny, data):
-    from charfeat.features.extract import _forward, batched
+    from charfeat.features.extract import batched
 
     records = make_records(10)
-    model = backbone(tiny, None)
-    sorted_stats = run(model, data, records, batch_size=2)[1]
+    extractor = FeatureExtractor(backbone(tiny, None), 2, CPU)
+    sorted_stats = run(None, data, records, extractor=extractor)[1]
     file_order = ExtractionStats()
     for batch in batched(records, 2):
-        _forward(model, data.load_images("train", batch), [None] * len(batch), CPU, file_order)
+        extractor.forward(data.load_images("train", batch), [None] * len(batch), file_order)
     assert sorted_stats.batches == file_order.batches == 5
     assert sorted_stats.padding_share < file_order.padding_share
 

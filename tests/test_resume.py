@@ -9,7 +9,8 @@ import pytest
 import torch
 
 import charfeat.models.losses
-from charfeat.train import TrainingInterrupted, train
+from charfeat.train import train
+from charfeat.training.signals import TrainingInterrupted
 
 pytestmark = pytest.mark.slow
 BASE = ("logger=none", "trainer.epochs=3", "data.train_per_class=12", "data.val_per_class=6",

@@ -46,9 +46,9 @@ def item_key(image, text: str | None) -> bytes:
 class FeatureCache:
     """Features by item key for one backbone configuration. `get` then `put`; `flush` writes a shard."""
 
-    def __init__(self, root: str | os.PathLike, key: dict, dim: int, flush_every: int = 1024):
-        self.key = key
-        self.key_digest = digest(key)
+    def __init__(self, root: str | os.PathLike, fingerprint: dict, dim: int, flush_every: int = 1024):
+        self.fingerprint = fingerprint
+        self.key_digest = digest(fingerprint)
         self.dim = dim
         self.flush_every = flush_every
         self.dir = Path(root) / self.key_digest[:24]
@@ -138,7 +138,7 @@ class FeatureCache:
             self.dir.mkdir(parents=True, exist_ok=True)
             key_file = self.dir / "key.json"
             if not key_file.exists():
-                _atomic_write(key_file, (json.dumps(self.key, indent=2, sort_keys=True) + "\n").encode())
+                _atomic_write(key_file, (json.dumps(self.fingerprint, indent=2, sort_keys=True) + "\n").encode())
             save_file({"keys": keys, "features": features}, tmp, metadata=metadata)
             os.replace(tmp, self.dir / name)
         except OSError as err:  # e.g. a checkpoint's cache path on another machine: features stay in memory

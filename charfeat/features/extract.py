@@ -1,6 +1,6 @@
-"""Backbone passes over a split: images (+ record text) -> pooled features, in batches.
+"""Backbone passes over records: images (+ record text) -> pooled features, in batches.
 
-With a frozen backbone that has a feature cache, `extract_features` reads every feature it can from
+`FeatureExtractor` owns the feature cache of a frozen backbone: it reads every feature it can from
 disk and computes only the rest, so later epochs, runs and sweep jobs never rerun the backbone.
 Images are hashed after decoding, so the cache follows content, not filenames. Features missing
 from the cache are sorted by sequence length before batching, which keeps padding low; this cannot
@@ -21,6 +21,8 @@ from tqdm.auto import tqdm
 
 from charfeat.data.records import Record, record_text
 from charfeat.data.sources.base import DataSource
+from charfeat.features.cache import FeatureCache, item_key
+from charfeat.models.backbone.model import Qwen3VLBackbone
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +34,7 @@ def batched(items: list, size: int):
 
 @dataclass
 class ExtractionStats:
-    """What one `extract_features` call did: cache hits, backbone batches, padding share."""
+    """What one `FeatureExtractor.extract` call did: cache hits, backbone batches, padding share."""
 
     images: int = 0
     cache_hits: int = 0
@@ -47,76 +49,83 @@ class ExtractionStats:
         return self.padding_tokens / self.tokens if self.tokens else 0.0
 
 
-def _texts(backbone, records: list[Record]) -> list[str | None]:
-    return [record_text(r, getattr(backbone, "text", "none")) for r in records]
+class FeatureExtractor:
+    """Runs ``backbone`` over records in batches of ``batch_size`` on ``device``.
 
-
-def _forward(backbone, images, texts, device, stats: ExtractionStats | None) -> torch.Tensor:
-    inputs = backbone.preprocess(images, texts)
-    if stats is not None:
-        mask = inputs["attention_mask"]
-        stats.batches += 1
-        stats.tokens += mask.numel()
-        stats.padding_tokens += int((mask == 0).sum())
-        stats.batch_padding.append(float((mask == 0).sum()) / mask.numel())
-    return backbone(**{name: value.to(device) for name, value in inputs.items()})
-
-
-def encode_images(backbone: torch.nn.Module, data: DataSource, split: str, records: list[Record],
-                  device: torch.device) -> torch.Tensor:
-    """One batch of records -> backbone features [B, hidden] on ``device`` (gradients as the backbone allows)."""
-    return _forward(backbone, data.load_images(split, records), _texts(backbone, records), device, None)
-
-
-@torch.no_grad()
-def extract_features(backbone: torch.nn.Module, data: DataSource, split: str, records: list[Record],
-                     batch_size: int, device: torch.device,
-                     then: Callable[[torch.Tensor], torch.Tensor] = lambda x: x,
-                     stats: ExtractionStats | None = None) -> torch.Tensor:
-    """Features (or ``then(features)``) of every record, in order, gathered on the CPU.
-
-    Records are read in windows of 8 batches; within a window, the images not in the feature cache
-    are sorted by sequence length and run in batches of ``batch_size``.
+    A frozen backbone with a ``feature_cache_dir`` gets an on-disk `FeatureCache` keyed by its
+    `feature_fingerprint`; a trainable one never does (its features change as it trains).
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if not records:
-        raise ValueError(f"no records to embed in split {split!r}")
-    stats = stats if stats is not None else ExtractionStats()
-    cache = getattr(backbone, "feature_cache", None)
-    out: list[torch.Tensor | None] = [None] * len(records)
-    window = 8 * batch_size
-    for start in tqdm(range(0, len(records), window), desc=f"embed {split}", unit="window", leave=False):
-        chunk = records[start:start + window]
-        images = data.load_images(split, chunk)
-        texts = _texts(backbone, chunk)
-        keys = None
-        todo = list(range(len(chunk)))
-        if cache is not None:
-            from charfeat.features.cache import item_key
 
-            keys = [item_key(image, text) for image, text in zip(images, texts)]
-            todo = []
-            for i, cached in enumerate(cache.get(keys)):
-                if cached is None:
-                    todo.append(i)
-                else:
-                    out[start + i] = cached
-        stats.images += len(chunk)
-        stats.cache_hits += len(chunk) - len(todo)
-        stats.computed += len(todo)
-        if hasattr(backbone, "sequence_length"):
-            todo.sort(key=lambda i: backbone.sequence_length(images[i], texts[i]))
-        for batch in batched(todo, batch_size):
-            features = _forward(backbone, [images[i] for i in batch], [texts[i] for i in batch], device, stats)
-            features = features.float().cpu()
+    def __init__(self, backbone: Qwen3VLBackbone, batch_size: int, device: torch.device):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.backbone, self.batch_size, self.device = backbone, batch_size, device
+        self.cache = None
+        if backbone.frozen and backbone.feature_cache_dir is not None:
+            self.cache = FeatureCache(backbone.feature_cache_dir, backbone.feature_fingerprint(),
+                                      dim=backbone.hidden_size)
+
+    def texts(self, records: list[Record]) -> list[str | None]:
+        return [record_text(r, self.backbone.text) for r in records]
+
+    def forward(self, images: list, texts: list[str | None], stats: ExtractionStats | None = None) -> torch.Tensor:
+        """Images and their texts -> backbone features [B, hidden] on the device."""
+        inputs = self.backbone.preprocess(images, texts)
+        if stats is not None:
+            mask = inputs["attention_mask"]
+            stats.batches += 1
+            stats.tokens += mask.numel()
+            stats.padding_tokens += int((mask == 0).sum())
+            stats.batch_padding.append(float((mask == 0).sum()) / mask.numel())
+        return self.backbone(**{name: value.to(self.device) for name, value in inputs.items()})
+
+    def encode(self, data: DataSource, split: str, records: list[Record]) -> torch.Tensor:
+        """One batch of records -> backbone features [B, hidden] on the device (gradients as the backbone allows)."""
+        return self.forward(data.load_images(split, records), self.texts(records))
+
+    @torch.no_grad()
+    def extract(self, data: DataSource, split: str, records: list[Record],
+                then: Callable[[torch.Tensor], torch.Tensor] = lambda x: x,
+                stats: ExtractionStats | None = None) -> torch.Tensor:
+        """Features (or ``then(features)``) of every record, in order, gathered on the CPU.
+
+        Records are read in windows of 8 batches; within a window, the images not in the feature
+        cache are sorted by sequence length and run in batches of ``batch_size``.
+        """
+        if not records:
+            raise ValueError(f"no records to embed in split {split!r}")
+        stats = stats if stats is not None else ExtractionStats()
+        cache, backbone = self.cache, self.backbone
+        out: list[torch.Tensor | None] = [None] * len(records)
+        window = 8 * self.batch_size
+        for start in tqdm(range(0, len(records), window), desc=f"embed {split}", unit="window", leave=False):
+            chunk = records[start:start + window]
+            images = data.load_images(split, chunk)
+            texts = self.texts(chunk)
+            keys = None
+            todo = list(range(len(chunk)))
             if cache is not None:
-                cache.put([keys[i] for i in batch], features)
-            for i, row in zip(batch, features):
-                out[start + i] = row
-    if cache is not None:
-        cache.flush()
-        log.info("features %s: %d images, %d from the cache (%s), %d computed", split, stats.images,
-                 stats.cache_hits, cache.dir, stats.computed)
-    features = torch.stack(out)
-    return torch.cat([then(chunk.to(device)).float().cpu() for chunk in features.split(batch_size)])
+                keys = [item_key(image, text) for image, text in zip(images, texts)]
+                todo = []
+                for i, cached in enumerate(cache.get(keys)):
+                    if cached is None:
+                        todo.append(i)
+                    else:
+                        out[start + i] = cached
+            stats.images += len(chunk)
+            stats.cache_hits += len(chunk) - len(todo)
+            stats.computed += len(todo)
+            todo.sort(key=lambda i: backbone.sequence_length(images[i], texts[i]))
+            for batch in batched(todo, self.batch_size):
+                features = self.forward([images[i] for i in batch], [texts[i] for i in batch], stats)
+                features = features.float().cpu()
+                if cache is not None:
+                    cache.put([keys[i] for i in batch], features)
+                for i, row in zip(batch, features):
+                    out[start + i] = row
+        if cache is not None:
+            cache.flush()
+            log.info("features %s: %d images, %d from the cache (%s), %d computed", split, stats.images,
+                     stats.cache_hits, cache.dir, stats.computed)
+        features = torch.stack(out)
+        return torch.cat([then(chunk.to(self.device)).float().cpu() for chunk in features.split(self.batch_size)])

@@ -27,7 +27,7 @@ from charfeat.models.backbone.model import Qwen3VLBackbone  # noqa: E402
 from charfeat.models.backbone.tiny import build_tiny_qwen3_vl  # noqa: E402
 from charfeat.models.backbone.flops import QWEN3_VL_SIZES, forward_flops, qwen3_vl_config  # noqa: E402
 from charfeat.data.records import Record  # noqa: E402
-from charfeat.features.extract import ExtractionStats, batched, extract_features  # noqa: E402
+from charfeat.features.extract import ExtractionStats, FeatureExtractor, batched  # noqa: E402
 
 CPU = torch.device("cpu")
 MODELS = {
@@ -73,11 +73,11 @@ def main() -> None:
         for text in ("none", "caption"):
             backbone = Qwen3VLBackbone(str(path), text=text, max_pixels=max_pixels)
             params = sum(p.numel() for p in backbone.parameters()) / 1e6
-            extract_features(backbone, data, "train", records[:8], 8, CPU)  # warm-up
+            FeatureExtractor(backbone, 8, CPU).extract(data, "train", records[:8])  # warm-up
             for batch_size in (8, 32):
                 stats = ExtractionStats()
                 start = time.perf_counter()
-                extract_features(backbone, data, "train", records, batch_size, CPU, stats=stats)
+                FeatureExtractor(backbone, batch_size, CPU).extract(data, "train", records, stats=stats)
                 seconds = time.perf_counter() - start
                 file_order = ExtractionStats()
                 for chunk in batched(records, batch_size):

@@ -31,7 +31,7 @@ from hydra.utils import instantiate  # noqa: E402
 from omegaconf import open_dict  # noqa: E402
 
 from charfeat.config import register_configs  # noqa: E402
-from charfeat.features.extract import ExtractionStats, extract_features  # noqa: E402
+from charfeat.features.extract import ExtractionStats, FeatureExtractor  # noqa: E402
 from charfeat.train import train  # noqa: E402
 
 # "small": a random Qwen3-VL with more compute per image than the test model (hidden 512, 4 layers,
@@ -94,14 +94,14 @@ def main() -> None:
     data = instantiate(cfg.data)
     records = {split: data.records(split) for split in ("train", "val")}  # generates the sample set
     backbone = instantiate(cfg.backbone)
-    extract_features(backbone, data, "val", records["val"][:8], cfg.trainer.embed_batch_size, torch.device("cpu"))
+    extractor = FeatureExtractor(backbone, cfg.trainer.embed_batch_size, torch.device("cpu"))
+    extractor.extract(data, "val", records["val"][:8])
 
     def extraction_pass() -> tuple[Timer, ExtractionStats]:
         stats = ExtractionStats()
         with Timer() as timer:
             for split in records:
-                extract_features(backbone, data, split, records[split], cfg.trainer.embed_batch_size,
-                                 torch.device("cpu"), stats=stats)
+                extractor.extract(data, split, records[split], stats=stats)
         return timer, stats
 
     before, stats = extraction_pass()

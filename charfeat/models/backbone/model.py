@@ -55,7 +55,8 @@ class Qwen3VLBackbone(nn.Module):
         min_pixels, max_pixels: override the processor's pixel budget per image.
         attn_implementation: passed to `from_pretrained` ("sdpa", "eager", "flash_attention_2").
         gradient_checkpointing: recompute activations in backward (non-reentrant) when training.
-        feature_cache: directory of the on-disk feature cache used while frozen; None turns it off.
+        feature_cache: where feature extraction caches this backbone's features while frozen
+            (`charfeat.features`); None turns the cache off.
         build_tiny: build a tiny random model at `name_or_path` first if nothing is there.
     """
 
@@ -107,7 +108,6 @@ class Qwen3VLBackbone(nn.Module):
         self.dtype_name = dtype
         self.attn_implementation = attn_implementation
         self.feature_cache_dir = feature_cache
-        self._feature_cache = None
         self.model = AutoModel.from_pretrained(
             self.name_or_path, revision=revision, dtype=DTYPES[dtype], attn_implementation=attn_implementation
         )
@@ -253,8 +253,8 @@ class Qwen3VLBackbone(nn.Module):
             for name, value in state.items():
                 params[name].copy_(value)
 
-    def cache_key(self) -> dict:
-        """Everything that changes a frozen feature, for the feature cache."""
+    def feature_fingerprint(self) -> dict:
+        """Everything that changes a frozen feature: what a feature cache is keyed by."""
         import transformers
 
         from charfeat.models.backbone.revision import model_revision
@@ -271,14 +271,3 @@ class Qwen3VLBackbone(nn.Module):
             "attn_implementation": self.attn_implementation,
             "transformers": transformers.__version__,
         }
-
-    @property
-    def feature_cache(self):
-        """The on-disk cache of this backbone's features, or None (not frozen, or turned off)."""
-        if not self.frozen or self.feature_cache_dir is None:
-            return None
-        if self._feature_cache is None:
-            from charfeat.features.cache import FeatureCache
-
-            self._feature_cache = FeatureCache(self.feature_cache_dir, self.cache_key(), dim=self.hidden_size)
-        return self._feature_cache

@@ -1,0 +1,263 @@
+"""The training loop: P×K batches through the backbone (or its cached features), the head and the
+loss; an evaluation and checkpoints after every epoch; exact resume; a clean stop on SIGTERM.
+
+With a frozen backbone, features are extracted once per split (through the feature cache) and the
+head trains on them; otherwise images go through the backbone at every step.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import signal
+from collections import Counter
+from pathlib import Path
+from typing import Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from charfeat.data.labels import encode_labels
+from charfeat.data.records import Record
+from charfeat.data.sources.base import DataSource
+from charfeat.evaluation.metrics import chance_metrics, retrieval_metrics
+from charfeat.evaluation.plots import save_plots
+from charfeat.evaluation.results import scalars, with_class_names, write_metrics
+from charfeat.features.extract import FeatureExtractor, batched
+from charfeat.training import distributed
+from charfeat.training.schedule import lr_factor
+from charfeat.training.signals import StopSignal, TrainingInterrupted
+from charfeat.training.state import Progress, read_checkpoint, rng_state, save_checkpoint, set_rng_state
+
+log = logging.getLogger(__name__)
+
+
+def autocast(device: torch.device, precision: str):
+    """bf16 autocast on CUDA; fp32 on CPU, where bf16 matmuls are ~40x slower."""
+    if precision not in ("auto", "fp32", "bf16"):
+        raise ValueError(f"trainer.precision must be auto, fp32 or bf16, got {precision!r}")
+    use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
+
+
+class Trainer:
+    """Trains ``head`` (and whatever of ``backbone`` is trainable) with ``loss_fn`` on P×K batches.
+
+    ``cfg`` is the trainer config group; ``records`` holds the train and val splits, whose labels
+    ``label_map`` encodes; ``make_optimizer(params=groups)`` builds the optimizer; ``config`` is
+    the run's resolved config, saved in every checkpoint. Only ``rank`` 0 writes ``output_dir``.
+    """
+
+    def __init__(self, cfg, *, data: DataSource, records: dict[str, list[Record]], label_map: dict[str, int],
+                 sampler, backbone: torch.nn.Module, head: torch.nn.Module, loss_fn: torch.nn.Module,
+                 make_optimizer: Callable, tracker, output_dir: Path, config: dict, run_name: str,
+                 rank: int = 0, world_size: int = 1, device: torch.device = torch.device("cpu")):
+        self.cfg, self.data, self.records, self.label_map = cfg, data, records, label_map
+        self.sampler, self.backbone, self.head, self.loss_fn = sampler, backbone, head, loss_fn
+        self.tracker, self.output_dir, self.config, self.run_name = tracker, output_dir, config, run_name
+        self.rank, self.world_size, self.device = rank, world_size, device
+        self.labels = {split: torch.tensor(encode_labels(split_records, label_map, str(data.jsonl_path(split))))
+                       for split, split_records in records.items()}
+        self.extractor = FeatureExtractor(backbone, cfg.embed_batch_size, device)
+        self.trainable = [p for p in list(backbone.parameters()) + list(head.parameters()) if p.requires_grad]
+        groups = [{"params": self.trainable}]
+        if list(loss_fn.parameters()):
+            groups.append({"params": list(loss_fn.parameters()), "lr": loss_fn.lr})
+        self.synced = [p for group in groups for p in group["params"]]
+        distributed.broadcast_parameters(self.synced)
+        self.optimizer = make_optimizer(params=groups)
+        total_steps = cfg.epochs * math.ceil(len(sampler) / cfg.accumulate)  # optimizer steps
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, functools.partial(
+            lr_factor, total_steps=total_steps, warmup_steps=int(cfg.warmup_fraction * total_steps),
+            schedule=cfg.schedule))
+        self.progress = Progress()
+        self.sampler_state = sampler.state_dict()  # as the current epoch began: replays its batches
+        self.features: dict[str, torch.Tensor] | None = None
+        self.results: dict[str, dict] = {}
+        self.completed = False  # every epoch ran, or early stopping ended the run
+
+    @property
+    def main_process(self) -> bool:
+        return self.rank == 0
+
+    def fit(self, ckpt_path: str | None = None) -> dict[str, dict]:
+        """Train, evaluating after every epoch; write metrics.json and plots (rank 0).
+
+        Returns {"trained", "untrained", "chance"}; a run paused by ``trainer.max_steps`` returns
+        what it has so far (no "trained" before its first epoch ends) and writes no metrics.json.
+        """
+        if self.backbone.frozen:
+            self._extract_features()
+        majority = Counter(self.labels["train"].tolist()).most_common(1)[0][0]
+        self.results = {"untrained": self.evaluate(), "chance": chance_metrics(self.labels["val"], majority)}
+        if ckpt_path is not None:
+            self.resume(ckpt_path)
+        try:
+            self.tracker.summarize(self.data.issue_summary())  # counts of skipped/filtered records and images
+            self.tracker.log(scalars(self.results["untrained"], "val/untrained/"), step=0)
+            if self._run_epochs():
+                self.tracker.finish()
+                return self.results
+            self.completed = True
+            results = {name: self.results[name] for name in ("trained", "untrained", "chance")}
+            if self.main_process:
+                self._write_outputs(results)
+        except BaseException:
+            self.tracker.finish(exit_code=1)
+            raise
+        self.tracker.finish()
+        return results
+
+    def _extract_features(self) -> None:
+        """Each process extracts every world_size-th record (into the shared feature cache), then all
+        processes hold all features."""
+        self.features = {split: distributed.gather_shards(
+            self.extractor.extract(self.data, split, records[self.rank::self.world_size]), len(records))
+            for split, records in self.records.items()}
+
+    def _run_epochs(self) -> bool:
+        """The remaining epochs; True when ``trainer.max_steps`` paused the run."""
+        p = self.progress
+        bar = tqdm(total=self.cfg.epochs * len(self.sampler), initial=p.step, desc="train", unit="step")
+        try:
+            with StopSignal() as stop:
+                while p.epoch < self.cfg.epochs:
+                    if self._train_epoch(p.epoch + 1, stop, bar):
+                        return True
+                    if self._end_epoch(p.epoch + 1):
+                        break
+        finally:
+            bar.close()
+        return False
+
+    def _train_epoch(self, epoch: int, stop: StopSignal, bar) -> bool:
+        """The epoch's remaining batches; True when ``trainer.max_steps`` was reached."""
+        p, max_steps = self.progress, self.cfg.max_steps
+        self.head.train()
+        self.backbone.train()
+        self.sampler.load_state_dict(self.sampler_state)
+        batches = list(self.sampler)
+        for index in batches[p.step_in_epoch:]:
+            loss, mined = self._step(index, len(batches))
+            bar.update()
+            bar.set_postfix(epoch=epoch, loss=f"{loss:.4f}", mined=mined)
+            self.tracker.log({"train/loss": loss, "train/mined": mined,
+                              "train/lr": self.scheduler.get_last_lr()[0], "epoch": epoch}, step=p.step)
+            at_max = max_steps is not None and p.step >= max_steps
+            if distributed.any_rank(stop.signum is not None) or at_max:
+                path = self.save("last")
+                if not at_max:
+                    raise TrainingInterrupted(stop.signum or signal.SIGTERM, path)
+                log.info("stopped at trainer.max_steps=%d; resume with ckpt_path=%s", max_steps, path)
+                return True
+        return False
+
+    def _step(self, index: list[int], epoch_batches: int) -> tuple[float, int]:
+        """One batch forward and backward; an optimizer step when its accumulation group is complete."""
+        p, accumulate = self.progress, self.cfg.accumulate
+        batch_labels = self.labels["train"][index].to(self.device)
+        loss, mined = self.loss_fn(*distributed.gather_batch(self._embed("train", index), batch_labels))
+        group_start = p.step_in_epoch - p.step_in_epoch % accumulate
+        group_size = min(accumulate, epoch_batches - group_start)  # the epoch's last group may be short
+        if loss.requires_grad:
+            (loss / group_size).backward()
+        p.step += 1
+        p.loss_history.append(loss.item())
+        p.step_in_epoch += 1
+        if p.step_in_epoch - group_start == group_size:
+            distributed.average_gradients(self.synced)
+            if self.cfg.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(self.trainable, self.cfg.grad_clip)
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        return loss.item(), mined
+
+    def _end_epoch(self, epoch: int) -> bool:
+        """Evaluate, keep the best checkpoint, save the last; True when early stopping ends the run."""
+        p, monitor, patience = self.progress, self.cfg.monitor, self.cfg.patience
+        self.sampler_state = self.sampler.state_dict()
+        p.epoch, p.step_in_epoch = epoch, 0
+        self.results["trained"] = self.evaluate()
+        self.tracker.log(scalars(self.results["trained"], "val/"), step=p.step)
+        log.info("epoch %d: %s", epoch,
+                 ", ".join(f"{k} {v:.4f}" for k, v in scalars(self.results["trained"], "").items()))
+        score = self.results["trained"][monitor]
+        if p.best is None or score > p.best:
+            p.best, p.best_epoch, p.stale_epochs = score, epoch, 0
+            self.save("best")
+        else:
+            p.stale_epochs += 1
+        self.save("last")
+        self.tracker.log({f"val/{monitor}_best": p.best}, step=p.step)
+        if patience is not None and p.stale_epochs >= patience:
+            log.info("early stop: no better %s for %d epochs (best %.4f at epoch %d)", monitor, patience,
+                     p.best, p.best_epoch)
+            return True
+        return False
+
+    def _embed(self, split: str, index: list[int]) -> torch.Tensor:
+        with autocast(self.device, self.cfg.precision):
+            if self.features is not None:
+                out = self.head(self.features[split][index].to(self.device))
+            else:
+                out = self.head(self.extractor.encode(self.data, split, [self.records[split][i] for i in index]))
+        return out.float()
+
+    @torch.no_grad()
+    def embed_split(self, split: str) -> torch.Tensor:
+        """Embeddings of every record of ``split``, in order, on the CPU (both modules in eval mode)."""
+        self.head.eval()
+        self.backbone.eval()
+        order = list(range(len(self.records[split])))
+        return torch.cat([self._embed(split, chunk).cpu() for chunk in batched(order, self.cfg.embed_batch_size)])
+
+    def evaluate(self) -> dict:
+        """Retrieval metrics of the validation split, per-class results keyed by class name."""
+        embeddings = self.embed_split("val")
+        return with_class_names(retrieval_metrics(embeddings, self.labels["val"], len(self.label_map)),
+                                list(self.label_map))
+
+    def save(self, name: str) -> Path:
+        """checkpoints/<name>.pt (rank 0 writes it); returns its path."""
+        path = self.output_dir / "checkpoints" / f"{name}.pt"
+        if self.main_process:
+            save_checkpoint(path, head=self.head.state_dict(),
+                            backbone_trainable=self.backbone.trainable_state_dict(),
+                            loss=self.loss_fn.state_dict(), optimizer=self.optimizer.state_dict(),
+                            scheduler=self.scheduler.state_dict(), sampler=self.sampler_state, rng=rng_state(),
+                            results=self.results, label_map=self.label_map, config=self.config,
+                            **self.progress.to_dict())
+        return path
+
+    def resume(self, ckpt_path: str) -> None:
+        """Continue exactly where the checkpoint stopped: weights, optimizer, schedule, batches, RNG."""
+        saved = read_checkpoint(ckpt_path)
+        if saved["label_map"] != self.label_map:
+            raise ValueError(f"ckpt_path={ckpt_path}: its classes {list(saved['label_map'])} differ from "
+                             f"this data's {list(self.label_map)}")
+        self.head.load_state_dict(saved["head"])
+        self.backbone.load_trainable_state_dict(saved["backbone_trainable"])
+        self.loss_fn.load_state_dict(saved["loss"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        saved["scheduler"].pop("base_lrs")  # this run's learning rates win over the checkpoint's
+        self.scheduler.load_state_dict(saved["scheduler"])
+        for group, base_lr, factor in zip(self.optimizer.param_groups, self.scheduler.base_lrs,
+                                          self.scheduler.lr_lambdas):
+            group["lr"] = base_lr * factor(self.scheduler.last_epoch)
+        self.sampler_state = saved["sampler"]
+        self.results.update(saved["results"])
+        self.progress = Progress.from_checkpoint(saved)
+        set_rng_state(saved["rng"])
+        log.info("resumed from %s at epoch %d, step %d", ckpt_path, self.progress.epoch, self.progress.step)
+
+    def _write_outputs(self, results: dict[str, dict]) -> None:
+        write_metrics(self.output_dir / "metrics.json", results)
+        self.tracker.log_checkpoint(self.output_dir / "checkpoints" / "best.pt", name=f"{self.run_name}-best")
+        if self.cfg.plots:  # of the model as it ends (checkpoints/last.pt)
+            self.tracker.log_images(save_plots(self.output_dir / "plots", self.embed_split("val"),
+                                               self.labels["val"], list(self.label_map), self.data, "val",
+                                               self.records["val"]))
+        self.tracker.summarize({k: v for model, metrics in results.items()
+                                for k, v in scalars(metrics, f"{model}/").items()})
