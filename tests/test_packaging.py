@@ -1,5 +1,6 @@
-"""The configs ship inside the built package, so a non-editable install works from any directory."""
+"""The built wheel holds every module and config, so a non-editable install works from any directory."""
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -7,18 +8,23 @@ from pathlib import Path
 
 import pytest
 
+REPO = Path(__file__).resolve().parents[1]
+
 
 @pytest.mark.slow
-def test_wheel_contains_every_config(tmp_path):
-    from importlib.resources import files
-
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path),
-                    str(Path(__file__).resolve().parents[1])], check=True, capture_output=True)
+def test_wheel_contains_every_module_and_config(tmp_path):
+    """Built from a clean copy of the tracked files, so a stale build/ dir cannot hide a missing package."""
+    tracked = subprocess.run(["git", "ls-files"], cwd=REPO, check=True, capture_output=True, text=True).stdout.split()
+    source = tmp_path / "src"
+    for name in tracked:
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / name, source / name)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(source)],
+                   check=True, capture_output=True)
     (wheel,) = tmp_path.glob("charfeat-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    conf = files("charfeat.conf")
-    expected = {f"charfeat/conf/{group.name}/{option.name}" for group in conf.iterdir() if group.is_dir()
-                for option in group.iterdir() if option.name.endswith(".yaml")}
-    assert "charfeat/conf/train.yaml" in names and "charfeat/conf/__init__.py" in names
-    assert len(expected) > 15 and expected <= names
-    assert "charfeat/train.py" in names and "charfeat/backbone/model.py" in names
+    modules = {f"charfeat/{p.relative_to(source / 'charfeat').as_posix()}" for p in (source / "charfeat").rglob("*.py")}
+    configs = {f"charfeat/conf/{p.relative_to(source / 'conf').as_posix()}" for p in (source / "conf").rglob("*")
+               if p.suffix in (".yaml", ".py")}
+    assert len(modules) > 30 and len(configs) > 15
+    assert sorted(modules - names) == [] and sorted(configs - names) == []
