@@ -1,4 +1,5 @@
-"""charfeat.report on hand-made sweep dirs: every job listed (failed ones too), CSV/markdown/HTML/SVG."""
+"""The sweep report (charfeat.sweeps, and the charfeat.report command) on hand-made sweep dirs:
+every job listed (failed ones too), CSV/markdown/HTML/SVG."""
 
 import base64
 import csv
@@ -11,7 +12,10 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from charfeat.report import ReportCallback, collect_jobs, plot_svg, write_report
+from charfeat.sweeps.callback import ReportCallback
+from charfeat.sweeps.charts import chart_svg
+from charfeat.sweeps.jobs import collect_jobs
+from charfeat.sweeps.report import write_report
 
 PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==")
 
@@ -85,9 +89,9 @@ def test_report_writes_table_csv_markdown_plots_and_html(sweep):
 
 def test_numeric_values_are_placed_by_value_and_categories_evenly(sweep):
     jobs = collect_jobs(sweep)
-    numeric = plot_svg(jobs, "loss.margin", "mean_average_precision_at_r")
+    numeric = chart_svg(jobs, "loss.margin", "mean_average_precision_at_r")
     assert ">0.1<" in numeric and ">0.3<" in numeric and ">0.2<" in numeric  # ticks between the values
-    categorical = plot_svg(jobs, "head", "mean_average_precision_at_r")
+    categorical = chart_svg(jobs, "head", "mean_average_precision_at_r")
     assert ">linear<" in categorical and ">mlp<" in categorical
 
 

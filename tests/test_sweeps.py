@@ -15,6 +15,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import get_class
 
 from charfeat.config import register_configs
+from charfeat.sweeps.callback import ReportCallback
 
 FAST = ["trainer.epochs=1", "logger=none"]
 
@@ -46,7 +47,7 @@ def job_metric(job_dir: Path, name: str = "mean_average_precision_at_r") -> floa
 
 def test_every_multirun_ends_with_the_report_callback():
     cfg = compose_with_hydra()
-    assert get_class(cfg.hydra.callbacks.report._target_).__name__ == "ReportCallback"
+    assert get_class(cfg.hydra.callbacks.report._target_) is ReportCallback
 
 
 def test_optuna_search_maximises_the_returned_metric_over_existing_keys():
