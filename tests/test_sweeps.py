@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
@@ -95,6 +96,9 @@ def test_grid_sweep_writes_a_report_of_every_job(cache_dir, tmp_path):
     assert (sweep / "report.md").is_file() and (sweep / "report.html").stat().st_size > 0
     assert {p.name for p in sweep.glob("*.svg")} == {"report_mean_average_precision_at_r_vs_loss.margin.svg",
                                                      "report_mean_average_precision_at_r_vs_head.svg"}
+    svg = ET.parse(sweep / "report_mean_average_precision_at_r_vs_loss.margin.svg").getroot()
+    (legend,) = [g for g in svg.iter("{http://www.w3.org/2000/svg}g") if g.get("id") == "legend_1"]
+    assert [t.text for t in legend.iter("{http://www.w3.org/2000/svg}text")] == ["head", "linear", "mlp"]
 
 
 @pytest.mark.slow

@@ -1,73 +1,117 @@
-"""Charts of a sweep: the trained metric against each swept key, as a hand-written SVG."""
+"""Charts of a sweep, drawn with matplotlib as SVG: the trained metric against each swept key.
+
+Each job with the metric is a point (hovering shows its name, swept overrides and value); a failed
+job has none. Lines join the mean at each value of the key, and show how it interacts with the
+other swept keys:
+
+- one swept key: one line;
+- two: one line per value of the other key, with a legend;
+- three or more: one line per value of the other key with the fewest values; the line's mean is
+  over the remaining keys, which the title names.
+
+A key with more than ``MAX_LINES`` values never splits the lines (an Optuna study samples every
+float anew): it is averaged over instead. Numeric values get a numeric x axis (log scale when
+they span two decades or more), others one tick per value in natural order.
+
+matplotlib is imported inside the functions (no display needed: the figure is rendered straight
+to SVG). The SVG of a sweep is the same bytes each time: a fixed hash salt for its ids, no date in
+its metadata, text kept as text.
+"""
 
 from __future__ import annotations
 
 import html
-import math
+import io
+from statistics import fmean
+from typing import TYPE_CHECKING
 
-from charfeat.sweeps.jobs import Job, as_float, natural_key
+from charfeat.sweeps.jobs import Job, as_float, natural_key, swept_keys
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+MAX_LINES = 8
 
 
-def _ticks(low: float, high: float, count: int = 5) -> list[float]:
-    """Round values (steps of 1, 2 or 5 × 10^k) inside [low, high], about ``count`` of them."""
-    raw = (high - low) / count
-    magnitude = 10 ** math.floor(math.log10(raw))
-    step = next(m * magnitude for m in (1, 2, 5, 10) if m * magnitude >= raw)
-    first = math.ceil(low / step - 1e-9)
-    return [round(i * step, 12) for i in range(first, math.floor(high / step + 1e-9) + 1)]
+def _ordered(values: set[str]) -> list[str]:
+    """Numbers by value, anything else in natural order."""
+    if all(as_float(v) is not None for v in values):
+        return sorted(values, key=as_float)
+    return sorted(values, key=natural_key)
+
+
+def line_keys(jobs: list[Job], key: str, metric: str) -> tuple[str | None, list[str]]:
+    """For ``key``'s chart: the swept key with one line per value (None: a single line), and the
+    swept keys each line averages over. Values are counted among the jobs that have ``metric``."""
+    others = [k for k in swept_keys(jobs) if k != key]
+    counts = {k: len({job.overrides.get(k, "") for job in jobs if job.value(metric) is not None}) for k in others}
+    by = min((k for k in others if counts[k] <= MAX_LINES), key=counts.__getitem__, default=None)
+    return by, [k for k in others if k != by]
+
+
+def x_positions(values: set[str]) -> tuple[dict[str, float], bool]:
+    """Where each value of the key goes on the x axis, and whether the axis is numeric
+    (every value a number: at that number; else at 0, 1, 2, ... in natural order)."""
+    ordered = _ordered(values)
+    numeric = bool(ordered) and all(as_float(v) is not None for v in ordered)
+    return {v: as_float(v) if numeric else float(i) for i, v in enumerate(ordered)}, numeric
+
+
+def chart_figure(jobs: list[Job], key: str, metric: str) -> tuple[Figure, dict[str, str]]:
+    """The Figure of the trained ``metric`` against ``key``, and each point's gid -> its tooltip."""
+    from matplotlib.figure import Figure
+
+    scored = [job for job in jobs if job.value(metric) is not None]
+    by, averaged = line_keys(jobs, key, metric)
+    swept = swept_keys(jobs)
+    position, numeric = x_positions({job.overrides.get(key, "") for job in scored})
+    fig = Figure(figsize=(6.4, 4.0), layout="constrained")
+    ax = fig.add_subplot()
+    tooltips = {}
+    groups = _ordered({job.overrides.get(by, "") for job in scored}) if by is not None else [None]
+    for i, group in enumerate(groups):
+        colour = f"C{i % 10}"
+        by_x: dict[float, list[float]] = {}
+        for job in (job for job in scored if by is None or job.overrides.get(by, "") == group):
+            x, y = position[job.overrides.get(key, "")], job.value(metric)
+            by_x.setdefault(x, []).append(y)
+            gid = f"job-{len(tooltips)}"
+            ax.scatter([x], [y], s=24, color=colour, zorder=3, gid=gid)
+            overrides = " ".join(f"{k}={job.overrides.get(k, '')}" for k in swept)
+            tooltips[gid] = f"job {job.name}: {overrides}: {metric} {y:.4f}"
+        xs = sorted(by_x)
+        label = None if by is None else (group or "(not set)")
+        ax.plot(xs, [fmean(by_x[x]) for x in xs], color=colour, linewidth=1.5, label=label, zorder=2)
+
+    if not scored:
+        ax.text(0.5, 0.5, f"no job has {metric}", ha="center", va="center", transform=ax.transAxes)
+    elif not numeric:
+        ax.set_xticks(list(position.values()), list(position))
+        ax.set_xlim(-0.5, len(position) - 0.5)
+    elif min(position.values()) > 0 and max(position.values()) >= 100 * min(position.values()):
+        ax.set_xscale("log")
+    if by is not None and scored:
+        ax.legend(title=by, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9, title_fontsize=9)
+    title = f"trained {metric} vs {key}"
+    if averaged:
+        title += f"\n{'each line' if by else 'line'}: mean over {', '.join(averaged)}"
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel(key)
+    ax.set_ylabel(metric)
+    ax.grid(alpha=0.3)
+    return fig, tooltips
 
 
 def chart_svg(jobs: list[Job], key: str, metric: str) -> str:
-    """An SVG scatter of the trained ``metric`` against the value of ``key`` (numeric or categorical),
-    with a line through the mean at each value. Failed jobs have no point."""
-    points = [(job.overrides.get(key, ""), job.value(metric), job.name) for job in jobs
-              if job.value(metric) is not None]
-    width, height, left, right, top, bottom = 520, 320, 64, 16, 36, 48
-    plot_w, plot_h = width - left - right, height - top - bottom
-    raw = [x for x, _, _ in points]
-    numeric = bool(raw) and all(as_float(x) is not None for x in raw)
-    if numeric:
-        values = [as_float(x) for x in raw]
-        lo, hi = min(values), max(values)
-        lo, hi = (lo - 0.5, hi + 0.5) if lo == hi else (lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo))
-        xpos = {x: left + plot_w * (as_float(x) - lo) / (hi - lo) for x in raw}
-        xticks = [(left + plot_w * (t - lo) / (hi - lo), f"{t:g}") for t in _ticks(lo, hi)]
-    else:
-        categories = list(dict.fromkeys(sorted(raw, key=natural_key)))
-        step = plot_w / max(len(categories), 1)
-        xpos = {c: left + step * (i + 0.5) for i, c in enumerate(categories)}
-        xticks = [(xpos[c], c) for c in categories]
-    ys = [y for _, y, _ in points]
-    ylo, yhi = (min(ys), max(ys)) if ys else (0.0, 1.0)
-    pad = 0.1 * (yhi - ylo) if yhi > ylo else 0.05
-    ylo, yhi = ylo - pad, yhi + pad
+    """``chart_figure`` as an SVG document, each point with a <title> (the browser's tooltip)."""
+    import matplotlib
 
-    def ypos(y: float) -> float:
-        return top + plot_h * (1 - (y - ylo) / (yhi - ylo))
-
-    esc = html.escape
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-           f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="11">',
-           f'<rect width="{width}" height="{height}" fill="white"/>',
-           f'<text x="{width / 2}" y="20" text-anchor="middle" font-size="13">'
-           f'trained {esc(metric)} vs {esc(key)}</text>',
-           f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#888"/>']
-    for x, label in xticks:
-        out.append(f'<line x1="{x:.1f}" y1="{top + plot_h}" x2="{x:.1f}" y2="{top + plot_h + 4}" stroke="#888"/>'
-                   f'<text x="{x:.1f}" y="{top + plot_h + 16}" text-anchor="middle">{esc(label)}</text>')
-    for t in _ticks(ylo, yhi):
-        out.append(f'<line x1="{left - 4}" y1="{ypos(t):.1f}" x2="{left + plot_w}" y2="{ypos(t):.1f}" '
-                   f'stroke="#eee"/><text x="{left - 6}" y="{ypos(t) + 4:.1f}" text-anchor="end">{t:g}</text>')
-    out.append(f'<text x="{left + plot_w / 2}" y="{height - 8}" text-anchor="middle">{esc(key)}</text>')
-    by_x: dict[str, list[float]] = {}
-    for x, y, _ in points:
-        by_x.setdefault(x, []).append(y)
-    mean_line = sorted(((xpos[x], sum(v) / len(v)) for x, v in by_x.items()))
-    if len(mean_line) > 1:
-        path = " ".join(f"{px:.1f},{ypos(py):.1f}" for px, py in mean_line)
-        out.append(f'<polyline points="{path}" fill="none" stroke="#4a7ebb" stroke-width="1.5"/>')
-    for x, y, name in points:
-        out.append(f'<circle cx="{xpos[x]:.1f}" cy="{ypos(y):.1f}" r="4" fill="#d9534f">'
-                   f'<title>job {esc(name)}: {esc(key)}={esc(x)}, {y:.4f}</title></circle>')
-    out.append("</svg>")
-    return "\n".join(out) + "\n"
+    fig, tooltips = chart_figure(jobs, key, metric)
+    buffer = io.StringIO()
+    # a salt per chart: the ids of two charts inlined in one HTML page never clash
+    with matplotlib.rc_context({"svg.hashsalt": f"charfeat {metric} vs {key}", "svg.fonttype": "none"}):
+        fig.savefig(buffer, format="svg", metadata={"Date": None})
+    svg = buffer.getvalue()
+    for gid, text in tooltips.items():
+        svg = svg.replace(f'<g id="{gid}">', f"<g>\n   <title>{html.escape(text)}</title>", 1)
+    return svg
