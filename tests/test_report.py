@@ -1,4 +1,6 @@
-"""charfeat.report on hand-made sweep dirs: every job listed (failed ones too), CSV/markdown/HTML/SVG."""
+"""The sweep report (charfeat.sweeps, and the charfeat.report command) on hand-made sweep dirs:
+every job listed (failed ones too), CSV/markdown/HTML, and matplotlib's SVG charts with one line
+per value of the other swept key."""
 
 import base64
 import csv
@@ -6,12 +8,19 @@ import io
 import json
 import subprocess
 import sys
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
 
-from charfeat.report import ReportCallback, collect_jobs, plot_svg, write_report
+from charfeat.sweeps.callback import ReportCallback
+from charfeat.sweeps.charts import MAX_LINES, chart_figure, chart_svg
+from charfeat.sweeps.jobs import collect_jobs
+from charfeat.sweeps.report import write_report
+
+MAP = "mean_average_precision_at_r"
+SVG = "{http://www.w3.org/2000/svg}"
 
 PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==")
 
@@ -74,8 +83,12 @@ def test_report_writes_table_csv_markdown_plots_and_html(sweep):
     assert len(markdown) == 2 + 4
 
     for key in ("loss.margin", "head"):
-        svg = (sweep / f"report_mean_average_precision_at_r_vs_{key}.svg").read_text()
-        assert svg.startswith("<svg") and svg.count("<circle") == 3  # the failed job has no point
+        svg = ET.parse(sweep / f"report_mean_average_precision_at_r_vs_{key}.svg").getroot()
+        assert svg.tag == f"{SVG}svg"
+        tooltips = {t.text for t in svg.iter(f"{SVG}title")}  # one per point: the failed job has none
+        assert tooltips == {f"job {name}: loss.margin={margin} head={head}: {MAP} {value}" for name, margin, head, value
+                            in (("0", "0.1", "mlp", "0.4000"), ("1", "0.3", "mlp", "0.5500"),
+                                ("10", "0.3", "linear", "0.5000"))}
 
     page = (sweep / "report.html").read_text()
     assert "data:image/png;base64," + base64.b64encode(PNG).decode() in page
@@ -83,12 +96,108 @@ def test_report_writes_table_csv_markdown_plots_and_html(sweep):
     assert "No plots." in page and "src=\"http" not in page and "<link" not in page  # self-contained
 
 
+def points(ax) -> list[tuple[float, float]]:
+    return sorted(tuple(float(v) for v in c.get_offsets()[0]) for c in ax.collections)
+
+
+def lines(ax) -> dict[str, list[tuple[float, float]]]:
+    return {line.get_label(): [(float(x), round(float(y), 6)) for x, y in zip(*line.get_data())]
+            for line in ax.lines}
+
+
 def test_numeric_values_are_placed_by_value_and_categories_evenly(sweep):
     jobs = collect_jobs(sweep)
-    numeric = plot_svg(jobs, "loss.margin", "mean_average_precision_at_r")
-    assert ">0.1<" in numeric and ">0.3<" in numeric and ">0.2<" in numeric  # ticks between the values
-    categorical = plot_svg(jobs, "head", "mean_average_precision_at_r")
-    assert ">linear<" in categorical and ">mlp<" in categorical
+    (numeric,) = chart_figure(jobs, "loss.margin", MAP)[0].axes
+    assert points(numeric) == [(0.1, 0.40), (0.3, 0.50), (0.3, 0.55)] and numeric.get_xscale() == "linear"
+    assert any(0.1 < tick < 0.3 for tick in numeric.get_xticks())  # ticks between the values
+    (categorical,) = chart_figure(jobs, "head", MAP)[0].axes
+    assert [t.get_text() for t in categorical.get_xticklabels()] == ["linear", "mlp"]
+    assert points(categorical) == [(0.0, 0.50), (1.0, 0.40), (1.0, 0.55)]
+
+
+def test_two_keys_draw_one_line_per_value_of_the_other_key_with_a_legend(sweep):
+    jobs = collect_jobs(sweep)
+    (ax,) = chart_figure(jobs, "loss.margin", MAP)[0].axes
+    assert lines(ax) == {"linear": [(0.3, 0.50)], "mlp": [(0.1, 0.40), (0.3, 0.55)]}  # job 2 failed
+    legend = ax.get_legend()
+    assert legend.get_title().get_text() == "head" and [t.get_text() for t in legend.get_texts()] == ["linear", "mlp"]
+    (ax,) = chart_figure(jobs, "head", MAP)[0].axes
+    assert lines(ax) == {"0.1": [(1.0, 0.40)], "0.3": [(0.0, 0.50), (1.0, 0.55)]}
+    assert ax.get_legend().get_title().get_text() == "loss.margin"
+    assert ax.get_title() == f"trained {MAP} vs head"
+
+    svg = ET.fromstring(chart_svg(jobs, "head", MAP))
+    (legend,) = [g for g in svg.iter(f"{SVG}g") if g.get("id") == "legend_1"]
+    assert [t.text for t in legend.iter(f"{SVG}text")] == ["loss.margin", "0.1", "0.3"]
+
+
+def test_one_swept_key_draws_one_line_through_the_means(tmp_path):
+    for name, margin, value in (("0", "0.2", 0.4), ("1", "0.2", 0.6), ("2", "0.05", 0.3), ("3", "1", None)):
+        make_job(tmp_path, name, [f"loss.margin={margin}"], value)
+    (ax,) = chart_figure(collect_jobs(tmp_path), "loss.margin", MAP)[0].axes
+    assert [line.get_label().startswith("_") for line in ax.lines] == [True]  # no legend entry
+    assert ax.get_legend() is None and lines(ax).popitem()[1] == [(0.05, 0.3), (0.2, 0.5)]
+
+
+@pytest.fixture
+def three_key_sweep(tmp_path):
+    """head: 2 values, loss.margin: 3, optim.lr: 4 (two decades apart and more: a log axis)."""
+    n = 0
+    for head_i, head in enumerate(("mlp", "linear")):
+        for margin_i, margin in enumerate(("0.1", "0.2", "0.3")):
+            for lr_i, lr in enumerate(("1e-5", "1e-4", "1e-3", "1e-2")):
+                make_job(tmp_path, str(n), [f"head={head}", f"loss.margin={margin}", f"optim.lr={lr}"],
+                         0.1 * head_i + 0.01 * margin_i + 0.001 * lr_i)
+                n += 1
+    return tmp_path
+
+
+def test_three_keys_draw_lines_per_value_of_the_key_with_fewest_values_and_average_the_rest(three_key_sweep):
+    jobs = collect_jobs(three_key_sweep)
+    (ax,) = chart_figure(jobs, "optim.lr", MAP)[0].axes
+    assert ax.get_legend().get_title().get_text() == "head" and ax.get_xscale() == "log"
+    assert lines(ax) == {"linear": [(1e-5, 0.11), (1e-4, 0.111), (1e-3, 0.112), (1e-2, 0.113)],
+                         "mlp": [(1e-5, 0.01), (1e-4, 0.011), (1e-3, 0.012), (1e-2, 0.013)]}  # means over margins
+    assert ax.get_title().endswith("each line: mean over loss.margin") and len(points(ax)) == 24
+    (ax,) = chart_figure(jobs, "head", MAP)[0].axes
+    assert ax.get_legend().get_title().get_text() == "loss.margin" and list(lines(ax)) == ["0.1", "0.2", "0.3"]
+    assert ax.get_title().endswith("each line: mean over optim.lr")
+
+
+def test_a_key_with_too_many_values_is_averaged_over_not_split(tmp_path):
+    for n in range(MAX_LINES + 1):  # as an Optuna study samples them: every value new
+        make_job(tmp_path, str(n), [f"optim.lr={0.001 * (n + 1)}", f"loss.margin={0.1 + 0.01 * n}"], 0.5)
+    (ax,) = chart_figure(collect_jobs(tmp_path), "loss.margin", MAP)[0].axes
+    assert len(ax.lines) == 1 and ax.get_legend() is None
+    assert ax.get_title().endswith("line: mean over optim.lr")
+
+
+def test_rewriting_a_report_gives_the_same_svg_files(sweep):
+    write_report(sweep)
+    first = {p.name: p.read_bytes() for p in sweep.glob("*.svg")}
+    write_report(sweep)
+    assert {p.name: p.read_bytes() for p in sweep.glob("*.svg")} == first and len(first) == 2
+    assert all(b"<dc:date>" not in svg for svg in first.values())
+
+
+def test_report_files_land_in_the_sweep_dir_as_the_readme_names_them(sweep):
+    before = {p.name for p in sweep.iterdir()}
+    write_report(sweep, metric="r_precision")
+    assert {p.name for p in sweep.iterdir()} - before == {
+        "report.csv", "report.md", "report.html",
+        "report_r_precision_vs_loss.margin.svg", "report_r_precision_vs_head.svg"}
+    page = (sweep / "report.html").read_text()
+    for svg in sweep.glob("*.svg"):  # inline, without the XML prolog
+        document = svg.read_text()
+        assert document.startswith("<?xml") and document[document.index("<svg"):] in page
+    assert "<?xml" not in page
+
+
+def test_the_command_imports_neither_torch_nor_matplotlib_until_it_draws():
+    code = ("import sys, charfeat.report, charfeat.sweeps.callback; "
+            "print(sorted(m for m in ('torch', 'matplotlib') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
 
 
 def test_metric_choice_and_bad_metric(sweep):
@@ -135,3 +244,12 @@ def test_callback_skips_sweeps_of_other_entrypoints(tmp_path, capsys):
     make_job(tmp_path, "0", ["split=val"], None)  # e.g. an embed multirun: no metrics.json anywhere
     ReportCallback().on_multirun_end(config=OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}}))
     assert capsys.readouterr() == ("", "") and not (tmp_path / "report.csv").exists()
+
+
+def test_a_sweep_whose_jobs_all_failed_gets_its_files_and_empty_charts(tmp_path):
+    for name, margin in (("0", "0.1"), ("1", "0.2")):
+        make_job(tmp_path, name, [f"loss.margin={margin}"], None)
+    write_report(tmp_path)
+    svg = (tmp_path / "report_mean_average_precision_at_r_vs_loss.margin.svg").read_text()
+    assert f"no job has {MAP}" in svg and "<title>" not in svg
+    assert (tmp_path / "report.html").read_text().count('<tr class="failed"') == 2

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import get_class
 
 from charfeat.config import register_configs
+from charfeat.sweeps.callback import ReportCallback
 
 FAST = ["trainer.epochs=1", "logger=none"]
 
@@ -46,7 +48,7 @@ def job_metric(job_dir: Path, name: str = "mean_average_precision_at_r") -> floa
 
 def test_every_multirun_ends_with_the_report_callback():
     cfg = compose_with_hydra()
-    assert get_class(cfg.hydra.callbacks.report._target_).__name__ == "ReportCallback"
+    assert get_class(cfg.hydra.callbacks.report._target_) is ReportCallback
 
 
 def test_optuna_search_maximises_the_returned_metric_over_existing_keys():
@@ -94,6 +96,9 @@ def test_grid_sweep_writes_a_report_of_every_job(cache_dir, tmp_path):
     assert (sweep / "report.md").is_file() and (sweep / "report.html").stat().st_size > 0
     assert {p.name for p in sweep.glob("*.svg")} == {"report_mean_average_precision_at_r_vs_loss.margin.svg",
                                                      "report_mean_average_precision_at_r_vs_head.svg"}
+    svg = ET.parse(sweep / "report_mean_average_precision_at_r_vs_loss.margin.svg").getroot()
+    (legend,) = [g for g in svg.iter("{http://www.w3.org/2000/svg}g") if g.get("id") == "legend_1"]
+    assert [t.text for t in legend.iter("{http://www.w3.org/2000/svg}text")] == ["head", "linear", "mlp"]
 
 
 @pytest.mark.slow
