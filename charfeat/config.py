@@ -4,7 +4,7 @@ Every YAML under conf/ names its schema first in its defaults list (``/schema/<g
 and sets only what differs from it, so a misspelt key, a value of the wrong type or a choice
 outside its Enum fails at composition with the key's full name (and the allowed values), before
 anything is built. Schemas live in their own ``schema/`` groups, so they never show up as options
-of the groups they describe. Constructors take what the config gives: they
+of the groups they describe, nor in ``--help``. Constructors take what the config gives: they
 state no defaults of their own.
 """
 
@@ -398,13 +398,26 @@ SCHEMAS = {
 }
 
 
+def help_groups() -> str:
+    """The groups part of ``--help``: each group the run's primary config chooses from (its defaults
+    list, so never ``schema/*``) and ``hydra/launcher``, with their options, as Hydra lists them."""
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+
+    groups = {group for group in HydraConfig.get().runtime.choices if not group.startswith("hydra")}
+    repository = GlobalHydra.instance().config_loader().repository  # one search, not a copy per group
+    return "".join(f"{group}: {', '.join(sorted(repository.get_group_options(group)))}\n"
+                   for group in sorted(groups | {"hydra/launcher"}))
+
+
 def register_configs() -> None:
-    """Put every schema in Hydra's ConfigStore; call before composing."""
+    """Put every schema in Hydra's ConfigStore (and the ``--help`` resolver); call before composing."""
     from hydra.core.config_store import ConfigStore
 
     store = ConfigStore.instance()
     for (group, name), node in SCHEMAS.items():
         store.store(group=group, name=name, node=node)
+    OmegaConf.register_new_resolver("charfeat.help_groups", help_groups, replace=True)
 
 
 def build(schema: type, /, **values: Any) -> Any:

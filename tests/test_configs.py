@@ -1,12 +1,15 @@
 """Every option of every config group composes, validates against its schema and instantiates."""
 
 import functools
+import importlib
 import inspect
+import sys
 from importlib.resources import files
 from pathlib import Path
 
 import pytest
 import torch
+from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import ConfigCompositionException
 from hydra.utils import get_class, instantiate
 from omegaconf import OmegaConf
@@ -214,3 +217,31 @@ def test_configured_constructors_state_no_defaults():
                 params = inspect.signature(cls.__init__).parameters.values()
                 defaulted = {p.name for p in params if p.default is not inspect.Parameter.empty}
                 assert not defaulted & keys, f"{cls.__name__} restates defaults of {sorted(defaulted & keys)}"
+
+
+def help_groups(command: str, monkeypatch, capsys) -> dict[str, list[str]]:
+    """The "Configuration groups" part of ``python -m charfeat.<command> --help``, run in process."""
+    monkeypatch.setattr(sys, "argv", [command, "--help"])
+    GlobalHydra.instance().clear()
+    try:
+        with pytest.raises(SystemExit):
+            importlib.import_module(f"charfeat.{command}").main()
+    finally:
+        GlobalHydra.instance().clear()
+    text = capsys.readouterr().out
+    section = text.split("(group=option)")[1].split("== Config ==")[0]
+    return {group: options.split(", ") for group, options in
+            (line.split(": ", 1) for line in section.strip().splitlines())}
+
+
+@pytest.mark.parametrize("command", ["train", *(pytest.param(name, marks=pytest.mark.slow)
+                                                 for name in ("evaluate", "embed", "search"))])
+def test_help_lists_the_groups_a_user_chooses_and_the_launchers(command, monkeypatch, capsys):
+    listed = help_groups(command, monkeypatch, capsys)
+    defaults = OmegaConf.to_container(OmegaConf.load(Path(str(CONF)) / f"{command}.yaml").defaults)
+    chosen = [next(iter(entry)) for entry in defaults if isinstance(entry, dict)]  # its `group: option` entries
+    assert set(listed) == {group for group in chosen if group != "hydra"} | {"hydra/launcher"}
+    for group, options in listed.items():
+        if group != "hydra/launcher":
+            assert options == sorted(p.stem for p in (Path(str(CONF)) / group).glob("*.yaml"))
+    assert {"basic", "local", "slurm", "submitit_local", "submitit_slurm"} <= set(listed["hydra/launcher"])
