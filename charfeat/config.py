@@ -1,44 +1,158 @@
-"""Structured-config schemas: every YAML under conf/ validates against one of these.
+"""Structured-config schemas: the one place where each key's type, default and meaning is stated.
 
-Each group's YAML names its schema first in its defaults list (``/schema/<group>/<name>@_here_``),
-so a misspelt key or a value of the wrong type fails at composition with the key's full name,
-before anything is built. Schemas live in their own ``schema/`` groups so that they never show
-up as options of the groups they describe.
+Every YAML under conf/ names its schema first in its defaults list (``/schema/<group>/<name>@_here_``)
+and sets only what differs from it, so a misspelt key, a value of the wrong type or a choice
+outside its Enum fails at composition with the key's full name (and the allowed values), before
+anything is built. Schemas live in their own ``schema/`` groups, so they never show up as options
+of the groups they describe, nor in ``--help``. Constructors take what the config gives: they
+state no defaults of their own.
 """
 
 from dataclasses import dataclass, field
+from enum import Enum, auto
 from typing import Any, List, Optional
 
-from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import II, MISSING, OmegaConf, SI
+
+
+class Choice(str, Enum):
+    """A key with a fixed set of values. Each member is named and valued as users type it
+    (``pooling=mean``) and is that plain string everywhere: comparisons, dict keys, ``str()``,
+    f-strings and log lines. Configs leave the process as plain strings (``enum_to_str=True``)."""
+
+    @staticmethod
+    def _generate_next_value_(name, start, count, last_values):
+        return name
+
+    __str__ = str.__str__
+    __format__ = str.__format__
+
+
+class LabelField(Choice):
+    fashion_style = auto()
+    vibe_category = auto()
+    shot_type = auto()
+
+
+class OnBadRecord(Choice):
+    error = auto()  # stop, naming file:line or key
+    skip = auto()  # leave out, count, report (log and W&B)
+
+
+class RetryMode(Choice):  # botocore's retry modes
+    standard = auto()
+    adaptive = auto()  # with client-side rate limiting
+    legacy = auto()
+
+
+class TextMode(Choice):
+    none = auto()
+    caption = auto()  # the record's caption
+    text_input = auto()  # style, features, vibe and caption, without the label's clause
+
+
+class Pooling(Choice):
+    mean = auto()  # attention-masked mean of all real tokens
+    last = auto()  # the last real token: Qwen3-VL-Embedding's native mode
+    vision = auto()  # mean over the image tokens only
+
+
+class TrainMode(Choice):
+    frozen = auto()  # no gradients, eval mode, features cached on disk
+    lora = auto()  # peft adapters on lora_target_modules
+    vision = auto()  # the vision tower and its mergers
+    full = auto()
+
+
+class Dtype(Choice):  # torch's names
+    float32 = auto()
+    bfloat16 = auto()
+    float16 = auto()
+
+
+class AttnImplementation(Choice):  # transformers' names
+    sdpa = auto()
+    eager = auto()
+    flash_attention_2 = auto()
+
+
+class InputNorm(Choice):
+    batch = auto()  # BatchNorm1d over the backbone features
+    none = auto()  # for multi-process CPU runs that must match a single process (no SyncBatchNorm)
+
+
+class Miner(Choice):
+    semihard = auto()
+    hard = auto()
+    all = auto()
+    easy = auto()
+    batch_hard = auto()  # the hardest positive and negative per anchor
+
+
+class Distance(Choice):
+    cosine = auto()
+    euclidean = auto()
+
+
+class Schedule(Choice):  # after the linear warmup
+    cosine = auto()
+    constant = auto()
+
+
+class Precision(Choice):
+    auto = "auto"  # bf16 autocast on CUDA, fp32 on CPU (where bf16 matmuls are ~40x slower)
+    fp32 = "fp32"
+    bf16 = "bf16"
+
+
+class Metric(Choice):  # the scalar retrieval metrics, in the order tables show them
+    precision_at_1 = auto()
+    recall_at_5 = auto()
+    recall_at_10 = auto()
+    mean_average_precision_at_r = auto()
+    r_precision = auto()
+
+
+class WandbMode(Choice):
+    offline = auto()  # written under the run dir; `wandb sync` uploads it later
+    online = auto()  # needs WANDB_API_KEY
+    disabled = auto()
+
+
+class Split(Choice):
+    train = auto()
+    val = auto()
 
 
 @dataclass
 class RecordsConfig:
-    """What every data source shares: where the JSONL lives and how records become labels."""
+    """What every labelled data source shares: where the JSONL lives and how records become labels."""
 
     _target_: str = MISSING
-    root: str = MISSING
+    root: str = MISSING  # the JSONL paths (and, locally, the images) are relative to it
     train_jsonl: str = "train.jsonl"
-    val_jsonl: Optional[str] = "val.jsonl"
-    label_field: str = "fashion_style"
-    on_bad_record: str = "error"
-    drop_quality: List[str] = field(default_factory=lambda: ["Low"])
-    keep_unknown: bool = False
-    start_index: int = 0
-    val_fraction: float = 0.1
+    val_jsonl: Optional[str] = "val.jsonl"  # null: a seeded stratified split of the training file
+    label_field: LabelField = LabelField.fashion_style
+    on_bad_record: OnBadRecord = OnBadRecord.error
+    drop_quality: List[str] = field(default_factory=lambda: ["Low"])  # visual_quality values left out
+    keep_unknown: bool = False  # true: train "Unknown" as a class of its own
+    start_index: int = 0  # older files: filename = aug_{start_index + line - 1:05d}.jpg
+    val_fraction: float = 0.1  # with val_jsonl null: the share of each class split off
     split_seed: int = 0
 
 
 @dataclass
 class LocalDataConfig(RecordsConfig):
     _target_: str = "charfeat.data.sources.local.LocalData"
-    image_dir: str = "images"
+    image_dir: str = "images"  # relative to root
 
 
 @dataclass
 class SampleDataConfig(LocalDataConfig):
+    """The bundled sample set, generated on first use; other sizes are generated anew."""
+
     _target_: str = "charfeat.data.sources.sample.SampleData"
+    root: str = SI("${paths.cache_dir}/sample_data")
     num_classes: int = 8
     train_per_class: int = 30
     val_per_class: int = 10
@@ -50,7 +164,7 @@ class SampleDataConfig(LocalDataConfig):
 class FolderDataConfig:
     _target_: str = "charfeat.data.sources.folder.FolderData"
     root: str = MISSING
-    image_dir: str = "."
+    image_dir: str = "."  # relative to root; images anywhere below it
 
 
 @dataclass
@@ -58,24 +172,24 @@ class S3StoreConfig:
     """Where image objects live and how they are fetched; credentials never appear here."""
 
     bucket: str = MISSING
-    prefix: str = ""
+    prefix: str = ""  # keys are <prefix><filename>
     region: Optional[str] = "us-east-1"
-    endpoint_url: Optional[str] = None
-    profile: Optional[str] = None
-    retry_mode: str = "standard"
-    max_attempts: int = 5
-    connect_timeout: float = 5.0
-    read_timeout: float = 30.0
-    max_workers: int = 16
-    prefetch: int = 64
-    cache_dir: Optional[str] = None
+    endpoint_url: Optional[str] = None  # e.g. http://127.0.0.1:9000 for MinIO, R2, Ceph or a test server
+    profile: Optional[str] = None  # a named profile from ~/.aws; null: boto3's default chain
+    retry_mode: RetryMode = RetryMode.standard
+    max_attempts: int = 5  # per request, first try included
+    connect_timeout: float = 5.0  # seconds
+    read_timeout: float = 30.0  # seconds
+    max_workers: int = 16  # concurrent GETs; also the connection-pool size
+    prefetch: int = 64  # images fetched ahead of the one being used
+    cache_dir: Optional[str] = SI("${paths.cache_dir}/s3")  # ETag-keyed disk cache; null: none
 
 
 @dataclass
 class S3DataConfig(RecordsConfig, S3StoreConfig):
     _target_: str = "charfeat.data.sources.s3.S3Data"
     root: str = "."
-    val_prefix: Optional[str] = None
+    val_prefix: Optional[str] = None  # null: same as prefix
 
 
 @dataclass
@@ -87,66 +201,71 @@ class S3PrefixDataConfig(S3StoreConfig):
 class PKSamplerConfig:
     _target_: str = "charfeat.data.sampler.PKBatchSampler"
     _partial_: bool = True
-    p: int = 8
-    k: int = 4
-    batches_per_epoch: Optional[int] = None
+    p: int = 8  # classes per batch
+    k: int = 4  # images per class; batch size is p*k
+    batches_per_epoch: Optional[int] = None  # null: about one pass over the training set
 
 
 @dataclass
 class BackboneConfig:
+    """A Qwen3-VL backbone; the defaults are the real models' (``backbone=tiny`` differs)."""
+
     _target_: str = "charfeat.models.backbone.model.Qwen3VLBackbone"
-    name_or_path: str = MISSING
-    revision: Optional[str] = None
-    prompt: str = "Describe this person's appearance."
-    text: str = "none"
-    pooling: str = "mean"
-    layer: int = -1
-    train: str = "frozen"
+    name_or_path: str = MISSING  # hub id or local directory
+    revision: Optional[str] = None  # hub branch, tag or commit; null = main
+    prompt: str = "Describe this person's appearance."  # the text after the image in the chat turn
+    text: TextMode = TextMode.none  # the record's own text beside the image
+    pooling: Pooling = Pooling.mean
+    layer: int = -1  # hidden_states index: -1 = last layer after the final norm, 0 = embeddings
+    train: TrainMode = TrainMode.frozen
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.05
-    lora_target_modules: str = MISSING
-    dtype: str = "float32"
-    min_pixels: Optional[int] = None
-    max_pixels: Optional[int] = None
-    attn_implementation: Optional[str] = "sdpa"
-    gradient_checkpointing: bool = False
-    feature_cache: Optional[str] = None
-    build_tiny: bool = False
+    # every attention and MLP projection of the language model, as a regex on full module names (peft's
+    # re.fullmatch: short names such as "proj" or "linear_fc1" also hit the vision patch embedding and
+    # the mergers); add vision blocks with |visual\.blocks\.\d+\.(attn\.(qkv|proj)|mlp\.linear_fc(1|2))
+    lora_target_modules: str = r".*language_model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
+    dtype: Dtype = Dtype.bfloat16  # of the weights (use float32 on CPU); embeddings are always float32
+    min_pixels: Optional[int] = None  # null: the processor's
+    max_pixels: Optional[int] = 200704  # 448*448: 196 LLM tokens per image; null: the processor's
+    attn_implementation: Optional[AttnImplementation] = AttnImplementation.sdpa
+    gradient_checkpointing: bool = False  # recompute activations in backward when training
+    feature_cache: Optional[str] = SI("${paths.cache_dir}/features")  # frozen features on disk; null = off
+    build_tiny: bool = False  # build a tiny random model at name_or_path first if nothing is there
 
 
 @dataclass
 class HeadConfig:
     _target_: str = "charfeat.models.head.ProjectionHead"
-    _partial_: bool = True
-    hidden_dim: Optional[int] = 512
+    _partial_: bool = True  # in_dim is the backbone's hidden size, known once it is loaded
+    hidden_dim: Optional[int] = 512  # null: one Linear layer
     out_dim: int = 128
     dropout: float = 0.1
-    input_norm: str = "batch"
+    input_norm: InputNorm = InputNorm.batch
 
 
 @dataclass
 class TripletLossConfig:
     _target_: str = "charfeat.models.losses.TripletLoss"
-    margin: float = 0.2
-    miner: str = "semihard"
-    distance: str = "cosine"
+    margin: float = 0.2  # also the miner's
+    miner: Miner = Miner.semihard
+    distance: Distance = Distance.cosine
 
 
 @dataclass
 class MinedLossConfig:
     _target_: str = "charfeat.models.losses.MinedLoss"
-    loss: Any = MISSING
-    miner: Any = None
+    loss: Any = MISSING  # a pytorch-metric-learning loss (its own _target_)
+    miner: Any = None  # a pytorch-metric-learning miner, or null: every pair of the batch
 
 
 @dataclass
 class ArcFaceConfig:
     _target_: str = "charfeat.models.losses.ArcFaceLoss"
-    _partial_: bool = True
-    margin: float = 28.6
+    _partial_: bool = True  # sized by the run: number of classes, embedding width
+    margin: float = 28.6  # degrees
     scale: float = 64.0
-    lr: float = 1e-2
+    lr: float = 1e-2  # of the class centres, in their own optimizer group
 
 
 @dataclass
@@ -160,18 +279,18 @@ class AdamWConfig:
 @dataclass
 class TrainerConfig:
     epochs: int = 10
-    seed: int = 0
-    device: str = "auto"
-    embed_batch_size: int = 32
-    plots: bool = True
-    max_steps: Optional[int] = None
-    warmup_fraction: float = 0.05
-    schedule: str = "cosine"
-    grad_clip: Optional[float] = 1.0
-    accumulate: int = 1
-    precision: str = "auto"
-    monitor: str = "mean_average_precision_at_r"
-    patience: Optional[int] = None
+    seed: int = 0  # a CPU run is fully deterministic
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    embed_batch_size: int = 32  # images per backbone forward when extracting features
+    plots: bool = True  # plots/tsne.png and plots/neighbours.png of the val embeddings after training
+    max_steps: Optional[int] = None  # stop (resumably) after this many steps; null = run all epochs
+    warmup_fraction: float = 0.05  # linear warmup over this share of the optimizer steps
+    schedule: Schedule = Schedule.cosine
+    grad_clip: Optional[float] = 1.0  # max gradient norm; null = no clipping
+    accumulate: int = 1  # batches per optimizer step
+    precision: Precision = Precision.auto
+    monitor: Metric = Metric.mean_average_precision_at_r  # picks checkpoints/best.pt
+    patience: Optional[int] = None  # stop after this many epochs without a better monitor value
 
 
 @dataclass
@@ -179,15 +298,16 @@ class WandbConfig:
     _target_: str = "charfeat.tracking.WandbTracker"
     project: str = "charfeat"
     entity: Optional[str] = None
-    mode: str = "offline"
-    group: Optional[str] = None
-    tags: List[str] = field(default_factory=list)
+    mode: WandbMode = WandbMode.offline
+    group: Optional[str] = None  # null: the multirun's sweep dir name groups its jobs
+    tags: List[str] = II("tags")  # the run's tags
 
 
 @dataclass
 class PathsConfig:
-    cache_dir: str = MISSING
-    output_dir: str = MISSING
+    # built tiny models, the generated sample set, frozen features and S3 images, shared by runs
+    cache_dir: str = SI("${oc.env:CHARFEAT_CACHE_DIR,${oc.env:HOME}/.cache/charfeat}")
+    output_dir: str = SI("${hydra:runtime.output_dir}")  # everything a run writes goes here
 
 
 @dataclass
@@ -204,9 +324,11 @@ class TrainConfig:
     logger: Any = None
     paths: Any = MISSING
     task_name: str = "train"
+    # resume from a checkpoint (checkpoints/last.pt of an earlier run); this run's command line wins
     ckpt_path: Optional[str] = None
     tags: List[str] = field(default_factory=list)
-    optimized_metric: str = "mean_average_precision_at_r"
+    # the trained model's validation metric that `main` returns (what a sweeper optimises)
+    optimized_metric: Metric = Metric.mean_average_precision_at_r
 
 
 @dataclass
@@ -215,10 +337,10 @@ class EmbedConfig:
 
     data: Any = None  # None: the data config saved in the checkpoint
     paths: Any = MISSING
-    checkpoint: str = MISSING
-    split: str = "val"
-    device: str = "auto"
-    batch_size: Optional[int] = None  # None: the checkpoint's trainer.embed_batch_size
+    checkpoint: str = MISSING  # a .pt file written by charfeat.train
+    split: Split = Split.val
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    batch_size: Optional[int] = None  # images per backbone forward; None: the checkpoint's trainer.embed_batch_size
     task_name: str = "embed"
 
 
@@ -226,12 +348,14 @@ class EmbedConfig:
 class EvaluateConfig(EmbedConfig):
     """`python -m charfeat.evaluate`: a saved model's metrics and plots on one split."""
 
-    plots: bool = True
+    plots: bool = True  # plots/tsne.png and plots/neighbours.png
     task_name: str = "evaluate"
 
 
 @dataclass
 class S3QueryConfig:
+    """For an s3:// query; credentials only from boto3's chain (environment, profile, role)."""
+
     region: Optional[str] = "us-east-1"
     endpoint_url: Optional[str] = None
     profile: Optional[str] = None
@@ -242,12 +366,12 @@ class SearchConfig:
     """`python -m charfeat.search`: the items of an embed output most similar to one image."""
 
     paths: Any = MISSING
-    checkpoint: str = MISSING
-    index: str = MISSING
-    query: str = MISSING
+    checkpoint: str = MISSING  # the .pt file the index was embedded with
+    index: str = MISSING  # an output dir of charfeat.embed (embeddings.npy + items.jsonl)
+    query: str = MISSING  # a local image file, or s3://bucket/key
     k: int = 5
     s3: S3QueryConfig = field(default_factory=S3QueryConfig)
-    device: str = "auto"
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
     task_name: str = "search"
 
 
@@ -274,8 +398,43 @@ SCHEMAS = {
 }
 
 
+def help_groups() -> str:
+    """The groups part of ``--help``: each group the run's primary config chooses from (its defaults
+    list, so never ``schema/*``) and ``hydra/launcher``, with their options, as Hydra lists them."""
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+
+    groups = {group for group in HydraConfig.get().runtime.choices if not group.startswith("hydra")}
+    repository = GlobalHydra.instance().config_loader().repository  # one search, not a copy per group
+    return "".join(f"{group}: {', '.join(sorted(repository.get_group_options(group)))}\n"
+                   for group in sorted(groups | {"hydra/launcher"}))
+
+
 def register_configs() -> None:
-    """Put every schema in Hydra's ConfigStore; call before composing."""
+    """Put every schema in Hydra's ConfigStore (and the ``--help`` resolver); call before composing."""
+    from hydra.core.config_store import ConfigStore
+
     store = ConfigStore.instance()
     for (group, name), node in SCHEMAS.items():
         store.store(group=group, name=name, node=node)
+    OmegaConf.register_new_resolver("charfeat.help_groups", help_groups, replace=True)
+
+
+def build(schema: type, /, **values: Any) -> Any:
+    """What composition builds from ``schema`` with ``values`` set: its defaults, each value checked
+    (an unknown key, a wrong type or a choice outside its Enum fails, naming the key), instantiated.
+
+    For Python callers without a Hydra config (tests, experiments). A default that refers to the
+    rest of a run's config (``${paths.cache_dir}/...``) must be given a value here. A constructor's
+    own error comes out as itself, not wrapped in Hydra's InstantiationException.
+    """
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    node = OmegaConf.merge(OmegaConf.structured(schema), values)
+    try:
+        return instantiate(node)
+    except InstantiationException as err:
+        if err.__cause__ is None:
+            raise
+        raise err.__cause__ from None

@@ -18,6 +18,7 @@ import torch
 from hydra.utils import instantiate
 from torch import nn
 
+from charfeat.config import TextMode
 from charfeat.data.images import decode
 from charfeat.data.records import Record
 from charfeat.data.sources.base import DataSource
@@ -151,7 +152,7 @@ def read_image_bytes(location: str, region: str | None = None, endpoint_url: str
 @torch.no_grad()
 def embed_image(backbone: nn.Module, head: nn.Module, blob: bytes) -> torch.Tensor:
     """One encoded image -> its embedding [D] on the CPU, decoded as the data sources decode images."""
-    if backbone.text != "none":
+    if backbone.text != TextMode.none:
         log.warning("backbone.text=%s: the index was embedded with each record's text, the query has none",
                     backbone.text)
     return head(backbone(**backbone.preprocess([decode(blob)]))).float().cpu()[0]

@@ -15,7 +15,8 @@ import sys
 from pathlib import Path
 
 from charfeat.data.labels import build_label_map, keep_known_labels, load_label_map, save_label_map
-from charfeat.data.records import LABEL_FIELDS, POLICIES, Issues, RecordError, read_records
+from charfeat.config import LabelField, OnBadRecord
+from charfeat.data.records import Issues, RecordError, read_records
 
 
 def preprocess(input_path: Path, output: Path, mapping_output: Path, label_field: str = "fashion_style",
@@ -46,8 +47,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--mapping-output", "--mapping_output", dest="mapping_output", type=Path, required=True)
     parser.add_argument("--start-index", "--start_index", dest="start_index", type=int, default=0,
                         help="older files: index of the first line's image, aug_{index:05d}.jpg")
-    parser.add_argument("--label-field", choices=LABEL_FIELDS, default="fashion_style")
-    parser.add_argument("--on-bad-record", choices=POLICIES, default="error")
+    parser.add_argument("--label-field", choices=list(LabelField.__members__), default="fashion_style")
+    parser.add_argument("--on-bad-record", choices=list(OnBadRecord.__members__), default="error")
     parser.add_argument("--drop-quality", nargs="*", default=["Low"], help="visual_quality values to leave out")
     parser.add_argument("--keep-unknown", action="store_true", help='keep "Unknown" as a class')
     parser.add_argument("--mapping", type=Path, default=None,

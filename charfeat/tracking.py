@@ -10,20 +10,23 @@ from pathlib import Path
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from charfeat.config import WandbMode
+
 log = logging.getLogger(__name__)
 
 
 class WandbTracker:
-    def __init__(self, run_config: dict, output_dir: str, project: str = "charfeat", entity: str | None = None,
-                 mode: str = "offline", group: str | None = None, tags: list[str] | tuple = ()):
-        if mode not in ("offline", "online", "disabled"):
-            raise ValueError(f"logger.mode must be offline, online or disabled, got {mode!r}")
+    """A W&B run of ``run_config`` under ``output_dir``; the other arguments are the ``logger`` config
+    group's (``charfeat.config.WandbConfig``)."""
+
+    def __init__(self, run_config: dict, output_dir: str, project: str, entity: str | None, mode: WandbMode,
+                 group: str | None, tags: list[str]):
         os.environ.setdefault("WANDB_SILENT", "true")
         import wandb
 
         self._wandb = wandb
         self.mode = mode
-        self.run = wandb.init(project=project, entity=entity, mode=mode, group=group, tags=list(tags),
+        self.run = wandb.init(project=project, entity=entity, mode=str(mode), group=group, tags=list(tags),
                               config=run_config, dir=str(Path(output_dir)), reinit="finish_previous")
 
     def log(self, metrics: dict, step: int | None = None) -> None:
@@ -38,7 +41,7 @@ class WandbTracker:
 
     def log_checkpoint(self, path: Path, name: str) -> None:
         """Upload a checkpoint as a model artifact; online only, offline runs keep it in the run dir."""
-        if self.mode == "online":
+        if self.mode == WandbMode.online:
             artifact = self._wandb.Artifact(name, type="model")
             artifact.add_file(str(path))
             self.run.log_artifact(artifact)
@@ -86,4 +89,4 @@ def start_tracker(cfg: DictConfig, output_dir: Path, main_process: bool) -> "Wan
     # partial: the resolved config holds _target_ keys that instantiate would try to build
     make_tracker = instantiate(cfg.logger, _partial_=True, output_dir=str(output_dir),
                                group=cfg.logger.group or multirun_group())
-    return make_tracker(run_config=OmegaConf.to_container(cfg, resolve=True))
+    return make_tracker(run_config=OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))

@@ -78,7 +78,7 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, dict
     trainer = Trainer(tc, data=data, records=records, label_map=label_map, sampler=sampler, backbone=backbone,
                       head=head, loss_fn=loss_fn.to(device), make_optimizer=instantiate(cfg.optim),
                       tracker=start_tracker(cfg, output_dir, rank == 0), output_dir=output_dir,
-                      config=OmegaConf.to_container(cfg, resolve=True), run_name=cfg.task_name,
+                      config=OmegaConf.to_container(cfg, resolve=True, enum_to_str=True), run_name=cfg.task_name,
                       rank=rank, world_size=world_size, device=device)
     results = trainer.fit(cfg.ckpt_path)
     if rank == 0 and trainer.completed:

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from charfeat.data.sampler import PKBatchSampler, SamplerConfigError
+from charfeat.config import PKSamplerConfig, build
+from charfeat.data.sampler import SamplerConfigError
 
 # dropout off and no input BatchNorm: both would differ per process by design (per-process RNG,
 # per-process batch statistics: torch has no SyncBatchNorm on CPU)
@@ -20,8 +21,8 @@ TOLERANCE = 1e-4  # float reductions in another order (per-rank head forward, ga
 
 def test_ranks_split_each_global_batch_without_overlap():
     labels = [c for c in range(6) for _ in range(10)]
-    single = list(PKBatchSampler(labels, p=4, k=3, seed=5))
-    ranks = [list(PKBatchSampler(labels, p=2, k=3, seed=5, rank=r, world_size=2)) for r in (0, 1)]
+    single = list(build(PKSamplerConfig, p=4, k=3)(labels, seed=5))
+    ranks = [list(build(PKSamplerConfig, p=2, k=3)(labels, seed=5, rank=r, world_size=2)) for r in (0, 1)]
     assert len(single) == len(ranks[0]) == len(ranks[1])
     for whole, first, second in zip(single, *ranks):
         assert first + second == whole and not set(first) & set(second)
@@ -30,7 +31,7 @@ def test_ranks_split_each_global_batch_without_overlap():
 
 def test_too_few_classes_for_all_ranks_is_an_error():
     with pytest.raises(SamplerConfigError, match=r"sampler.p=2 x 2 processes but only 3 class"):
-        PKBatchSampler([0, 0, 1, 1, 2, 2], p=2, k=2, world_size=2)
+        build(PKSamplerConfig, p=2, k=2)([0, 0, 1, 1, 2, 2], seed=0, world_size=2)
 
 
 @pytest.mark.slow

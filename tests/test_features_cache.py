@@ -11,6 +11,7 @@ from charfeat.data.records import Record
 from charfeat.features.cache import FeatureCache, item_key
 from charfeat.data.records import record_text
 from charfeat.features.extract import ExtractionStats, FeatureExtractor
+from configured import tiny_backbone
 
 torch.set_num_threads(1)  # tiny matmuls: one thread is faster on a shared 2-core machine
 CPU = torch.device("cpu")
@@ -52,9 +53,7 @@ def data():
 
 
 def backbone(tiny, cache_dir, **kwargs):
-    from charfeat.models.backbone.model import Qwen3VLBackbone
-
-    return Qwen3VLBackbone(tiny, feature_cache=None if cache_dir is None else str(cache_dir), **kwargs)
+    return tiny_backbone(tiny, feature_cache=None if cache_dir is None else str(cache_dir), **kwargs)
 
 
 def run(model, data, records, batch_size=3, extractor=None):

@@ -85,10 +85,14 @@ def test_training_writes_both_plots_of_the_val_split(cache_dir):
 
 @pytest.mark.slow
 def test_wandb_tracker_logs_images(tmp_path):
-    from charfeat.tracking import WandbTracker
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from charfeat.config import WandbConfig
 
     Image.new("RGB", (8, 8), "red").save(tmp_path / "red.png")
-    tracker = WandbTracker(run_config={}, output_dir=str(tmp_path), mode="offline")
+    tracker = instantiate(OmegaConf.merge(OmegaConf.structured(WandbConfig), {"tags": []}), run_config={},
+                          output_dir=str(tmp_path))  # logger=wandb as configured: offline
     tracker.log_images({"val/red": tmp_path / "red.png"})
     tracker.finish()
     assert list(tmp_path.glob("wandb/offline-run-*/files/media/images/val/red_*.png"))

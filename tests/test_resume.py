@@ -11,6 +11,7 @@ import torch
 import charfeat.models.losses
 from charfeat.train import train
 from charfeat.training.signals import TrainingInterrupted
+from configured import load_without_charfeat
 
 pytestmark = pytest.mark.slow
 BASE = ("logger=none", "trainer.epochs=3", "data.train_per_class=12", "data.val_per_class=6",
@@ -70,15 +71,17 @@ def test_sigterm_saves_a_checkpoint_that_resumes_exactly(compose_cfg, tmp_path, 
 def test_command_line_learning_rate_wins_on_resume(compose_cfg, tmp_path, caplog):
     train(compose_cfg(*BASE, "trainer.max_steps=4", "trainer.schedule=constant", "trainer.warmup_fraction=0"))
     last = tmp_path / "run" / "checkpoints" / "last.pt"
-    overrides = [f"ckpt_path={last}", "optim.lr=0.0123", "trainer.max_steps=5"]
+    overrides = [f"ckpt_path={last}", "optim.lr=0.0123", "trainer.max_steps=5", "trainer.precision=fp32"]
     resumed = compose_cfg(*BASE, *overrides)  # schedule and warmup left at their defaults this time
     resumed.paths.output_dir = str(tmp_path / "resumed")
     with caplog.at_level("INFO"):
         train(resumed, overrides=overrides)
-    saved = torch.load(tmp_path / "resumed" / "checkpoints" / "last.pt", weights_only=False)
+    saved = load_without_charfeat(tmp_path / "resumed" / "checkpoints" / "last.pt")  # plain strings, no Enums
     assert saved["optimizer"]["param_groups"][0]["lr"] == pytest.approx(0.0123)  # constant schedule kept
     assert saved["config"]["trainer"]["schedule"] == "constant" and saved["config"]["optim"]["lr"] == 0.0123
+    assert saved["config"]["trainer"]["precision"] == "fp32"
     assert "the command line wins: optim.lr: 0.001 -> 0.0123" in caplog.text
+    assert "the command line wins: trainer.precision: 'auto' -> 'fp32'" in caplog.text
 
 
 def test_missing_resume_checkpoint_is_an_error(compose_cfg, tmp_path):

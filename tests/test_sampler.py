@@ -4,12 +4,13 @@ from collections import Counter
 
 import pytest
 
-from charfeat.data.sampler import PKBatchSampler, SamplerConfigError
+from charfeat.config import PKSamplerConfig, build
+from charfeat.data.sampler import SamplerConfigError
 
 
 def test_batches_hold_p_classes_with_k_images_each():
     labels = [c for c in range(6) for _ in range(10)]
-    sampler = PKBatchSampler(labels, p=4, k=3, batches_per_epoch=7, seed=1)
+    sampler = build(PKSamplerConfig, p=4, k=3, batches_per_epoch=7)(labels, seed=1)
     batches = list(sampler)
     assert len(batches) == len(sampler) == 7
     for batch in batches:
@@ -19,25 +20,25 @@ def test_batches_hold_p_classes_with_k_images_each():
 
 def test_default_epoch_is_about_one_pass():
     labels = [c for c in range(4) for _ in range(25)]
-    assert len(PKBatchSampler(labels, p=2, k=5)) == 10
+    assert len(build(PKSamplerConfig, p=2, k=5)(labels, seed=0)) == 10
 
 
 def test_seeded_and_reproducible():
     labels = [c for c in range(5) for _ in range(8)]
-    first = list(PKBatchSampler(labels, p=3, k=2, seed=7))
-    assert first == list(PKBatchSampler(labels, p=3, k=2, seed=7))
-    assert first != list(PKBatchSampler(labels, p=3, k=2, seed=8))
+    first = list(build(PKSamplerConfig, p=3, k=2)(labels, seed=7))
+    assert first == list(build(PKSamplerConfig, p=3, k=2)(labels, seed=7))
+    assert first != list(build(PKSamplerConfig, p=3, k=2)(labels, seed=8))
 
 
 def test_singleton_classes_never_appear():
     labels = [0] * 5 + [1] * 5 + [2] * 5 + [3]
-    for batch in PKBatchSampler(labels, p=3, k=2, batches_per_epoch=20):
+    for batch in build(PKSamplerConfig, p=3, k=2, batches_per_epoch=20)(labels, seed=0):
         assert 15 not in batch
 
 
 def test_class_smaller_than_k_is_sampled_with_replacement():
     labels = [0] * 2 + [1] * 10
-    batches = list(PKBatchSampler(labels, p=2, k=4, batches_per_epoch=3))
+    batches = list(build(PKSamplerConfig, p=2, k=4, batches_per_epoch=3)(labels, seed=0))
     assert all(sum(1 for i in b if labels[i] == 0) == 4 for b in batches)
 
 
@@ -49,20 +50,20 @@ def test_class_smaller_than_k_is_sampled_with_replacement():
 ])
 def test_impossible_configs_fail_with_reason(labels, p, k, message):
     with pytest.raises(SamplerConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        PKBatchSampler(labels, p=p, k=k)
+        build(PKSamplerConfig, p=p, k=k)(labels, seed=0)
 
 
 def test_error_lists_class_counts_by_name():
     with pytest.raises(SamplerConfigError, match="Casual_Basic: 3, Street_Hip: 1"):
-        PKBatchSampler([0, 0, 0, 1], p=2, k=2, class_names=["Casual_Basic", "Street_Hip"])
+        build(PKSamplerConfig, p=2, k=2)([0, 0, 0, 1], seed=0, class_names=["Casual_Basic", "Street_Hip"])
 
 
 def test_state_dict_replays_the_same_batches():
     labels = [c for c in range(5) for _ in range(6)]
-    sampler = PKBatchSampler(labels, p=3, k=2, seed=3)
+    sampler = build(PKSamplerConfig, p=3, k=2)(labels, seed=3)
     list(sampler)  # one epoch: moves the RNG and PML's class order
     state = sampler.state_dict()
     expected = [list(sampler), list(sampler)]
-    replay = PKBatchSampler(labels, p=3, k=2, seed=99)
+    replay = build(PKSamplerConfig, p=3, k=2)(labels, seed=99)
     replay.load_state_dict(state)
     assert [list(replay), list(replay)] == expected

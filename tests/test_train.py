@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from configured import load_without_charfeat
+
 pytestmark = pytest.mark.slow
 
 
@@ -45,8 +47,9 @@ def test_default_run_trains_evaluates_and_writes_everything(cache_dir, tmp_path)
     label_map = json.loads((run_dir / "label_mapping.json").read_text())
     assert list(label_map) == sorted(label_map) and list(label_map.values()) == list(range(8))
 
-    checkpoint = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=False)
+    checkpoint = load_without_charfeat(run_dir / "checkpoints" / "last.pt")  # its config: plain strings
     assert checkpoint["label_map"] == label_map
+    assert checkpoint["config"]["backbone"]["pooling"] == "mean" and checkpoint["config"]["logger"]["mode"] == "offline"
     assert checkpoint["config"]["loss"]["margin"] == 0.3 and checkpoint["config"]["sampler"]["p"] == 8
     assert checkpoint["backbone_trainable"] == {}  # frozen backbone: never saved
     assert (run_dir / "checkpoints" / "last.pt").stat().st_size < 2_000_000

@@ -15,12 +15,18 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from charfeat.config import LabelField, OnBadRecord, TextMode
+
 # image_metadata keys charfeat reads; everything else is dropped on read
 METADATA_KEYS = ("fashion_style", "shot_type", "visual_quality", "physical_features", "caption", "vibe_category")
-LABEL_FIELDS = ("fashion_style", "vibe_category", "shot_type")
 FILENAME_KEYS = ("filename", "image_filename", "image_path")
 UNKNOWN = "Unknown"
-POLICIES = ("error", "skip")
+
+
+def _check_choice(key: str, value: str, choice: type) -> None:
+    """For callers that do not come through the config schema (which checks choices itself)."""
+    if value not in choice.__members__:
+        raise ValueError(f"{key} must be one of {', '.join(choice.__members__)}, got {value!r}")
 
 
 class RecordError(ValueError):
@@ -59,7 +65,7 @@ def text_input(metadata: dict, leave_out: str | None = None) -> str:
     return " ".join(parts)
 
 
-def record_text(record: Record, mode: str) -> str | None:
+def record_text(record: Record, mode: TextMode) -> str | None:
     """The record's own text for `backbone.text`: None, its caption, or the labeller's text input.
 
     text_input follows the replaced system's format (``Style: ... Features: ... Vibe: ... Caption: ...``)
@@ -68,27 +74,25 @@ def record_text(record: Record, mode: str) -> str | None:
     """
     meta = record.metadata
     caption = str(meta.get("caption") or "").strip()
-    if mode == "none":
+    if mode == TextMode.none:
         return None
-    if mode == "caption":
+    if mode == TextMode.caption:
         return caption or None
-    if mode != "text_input":
-        raise ValueError(f"backbone.text={mode!r} is not one of ['caption', 'none', 'text_input']")
+    _check_choice("backbone.text", mode, TextMode)
     return text_input({**meta, "caption": caption}, leave_out=record.label)
 
 
 class Issues:
     """Bad records and images: raised at once under ``error``, collected and counted under ``skip``."""
 
-    def __init__(self, policy: str = "error"):
-        if policy not in POLICIES:
-            raise ValueError(f"data.on_bad_record must be one of {POLICIES}, got {policy!r}")
+    def __init__(self, policy: OnBadRecord):
+        _check_choice("data.on_bad_record", policy, OnBadRecord)  # also called from Python (preprocess, upload)
         self.policy = policy
         self.skipped: list[str] = []   # "<where>: <reason>" per skipped record or image
         self.filtered: dict[str, int] = {}  # reason -> count, for records left out on purpose
 
     def bad(self, where: str, reason: str, error: type[Exception] = RecordError) -> None:
-        if self.policy == "error":
+        if self.policy == OnBadRecord.error:
             raise error(f"{where}: {reason}")
         self.skipped.append(f"{where}: {reason}")
 
@@ -125,9 +129,8 @@ def read_records(path: str | Path, label_field: str = "fashion_style", issues: I
                  drop_quality: tuple[str, ...] | list[str] = ("Low",), keep_unknown: bool = False,
                  start_index: int = 0) -> list[Record]:
     """Parse one JSONL file (either schema); bad records go to ``issues`` (default: raise RecordError)."""
-    if label_field not in LABEL_FIELDS:
-        raise ValueError(f"data.label_field must be one of {LABEL_FIELDS}, got {label_field!r}")
-    issues = issues or Issues("error")
+    _check_choice("data.label_field", label_field, LabelField)
+    issues = issues or Issues(OnBadRecord.error)
     path = Path(path)
     if not path.is_file():
         raise RecordError(f"{path}: metadata file not found")
@@ -148,7 +151,7 @@ def read_records(path: str | Path, label_field: str = "fashion_style", issues: I
             continue
         label = metadata.get(label_field)
         if not isinstance(label, str) or not label.strip() or (label == UNKNOWN and not keep_unknown):
-            issues.bad(where, f"missing label {label_field!r}" + (" (Unknown)" if label == UNKNOWN else ""))
+            issues.bad(where, f"missing label '{label_field}'" + (" (Unknown)" if label == UNKNOWN else ""))
             continue
         if positional:
             filename = f"aug_{start_index + lineno - 1:05d}.jpg"

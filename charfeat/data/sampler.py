@@ -30,8 +30,8 @@ class PKBatchSampler(Sampler[list[int]]):
     distinct classes and keeps its own P of them: no image is in two ranks' batches of a step.
     """
 
-    def __init__(self, labels: Sequence[int], p: int, k: int, batches_per_epoch: int | None = None,
-                 seed: int = 0, class_names: Sequence[str] | None = None, rank: int = 0, world_size: int = 1):
+    def __init__(self, labels: Sequence[int], p: int, k: int, batches_per_epoch: int | None, seed: int,
+                 class_names: Sequence[str] | None = None, rank: int = 0, world_size: int = 1):
         if p < 2:
             raise SamplerConfigError(f"sampler.p={p}: need at least 2 classes per batch to have negatives")
         if batches_per_epoch is not None and batches_per_epoch < 1:

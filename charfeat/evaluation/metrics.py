@@ -10,7 +10,9 @@ The chance baseline always answers the training majority class.
 
 import torch
 
-SCALAR_METRICS = ("precision_at_1", "recall_at_5", "recall_at_10", "mean_average_precision_at_r", "r_precision")
+from charfeat.config import Metric
+
+SCALAR_METRICS = tuple(Metric.__members__)  # plain names, in table order
 RECALL_KS = (1, 5, 10)
 
 

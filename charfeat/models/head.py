@@ -4,6 +4,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from charfeat.config import InputNorm
+
 
 class ProjectionHead(nn.Module):
     """BatchNorm -> Linear (``hidden_dim=None``) or -> Linear, LayerNorm, GELU, Dropout, Linear; then L2.
@@ -12,20 +14,18 @@ class ProjectionHead(nn.Module):
     scale differ by model, layer and pooling (mean-pooled features share a large common
     component). Its statistics are per process: on CPU, torch has no SyncBatchNorm, so a
     multi-process run that must match a single-process one uses ``input_norm="none"``.
-    ``in_dim`` is the backbone's hidden size, known only once it is loaded (``_partial_``).
+    ``in_dim`` is the backbone's hidden size, known only once it is loaded (``_partial_``); the other
+    arguments are the ``head`` config group's (``charfeat.config.HeadConfig``).
     """
 
-    def __init__(self, in_dim: int, out_dim: int = 128, hidden_dim: int | None = 512, dropout: float = 0.1,
-                 input_norm: str = "batch"):
+    def __init__(self, in_dim: int, out_dim: int, hidden_dim: int | None, dropout: float, input_norm: InputNorm):
         super().__init__()
         if in_dim < 1 or out_dim < 1 or (hidden_dim is not None and hidden_dim < 1):
             raise ValueError(f"head dims must be positive: in {in_dim}, hidden {hidden_dim}, out {out_dim}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"head.dropout must be in [0, 1), got {dropout}")
-        if input_norm not in ("batch", "none"):
-            raise ValueError(f"head.input_norm must be batch or none, got {input_norm!r}")
         self.in_dim, self.out_dim = in_dim, out_dim
-        norm = nn.BatchNorm1d(in_dim) if input_norm == "batch" else nn.Identity()
+        norm = nn.BatchNorm1d(in_dim) if input_norm == InputNorm.batch else nn.Identity()
         if hidden_dim is None:
             self.net = nn.Sequential(norm, nn.Linear(in_dim, out_dim))
         else:

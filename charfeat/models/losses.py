@@ -9,8 +9,7 @@ optimizer group at their own learning rate (``lr``).
 import torch
 from torch import nn
 
-MINERS = ("semihard", "hard", "all", "easy", "batch_hard")
-DISTANCES = ("cosine", "euclidean")
+from charfeat.config import Distance, Miner
 
 
 def _count(tuples) -> int:
@@ -24,21 +23,17 @@ class TripletLoss(nn.Module):
     """TripletMarginLoss over the triplets a miner picks: TripletMarginMiner (same margin) of the
     given type, or BatchHardMiner (hardest positive and negative per anchor)."""
 
-    def __init__(self, margin: float = 0.2, miner: str = "semihard", distance: str = "cosine"):
+    def __init__(self, margin: float, miner: Miner, distance: Distance):
         super().__init__()
         from pytorch_metric_learning import distances, losses, miners
 
         if margin <= 0:
             raise ValueError(f"loss.margin must be > 0, got {margin}")
-        if miner not in MINERS:
-            raise ValueError(f"loss.miner must be one of {MINERS}, got {miner!r}")
-        if distance not in DISTANCES:
-            raise ValueError(f"loss.distance must be one of {DISTANCES}, got {distance!r}")
-        metric = distances.CosineSimilarity() if distance == "cosine" else distances.LpDistance()
-        if miner == "batch_hard":
+        metric = distances.CosineSimilarity() if distance == Distance.cosine else distances.LpDistance()
+        if miner == Miner.batch_hard:
             self.miner = miners.BatchHardMiner(distance=metric)
         else:
-            self.miner = miners.TripletMarginMiner(margin=margin, type_of_triplets=miner, distance=metric)
+            self.miner = miners.TripletMarginMiner(margin=margin, type_of_triplets=str(miner), distance=metric)
         self.loss = losses.TripletMarginLoss(margin=margin, distance=metric)
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, int]:
@@ -49,7 +44,7 @@ class TripletLoss(nn.Module):
 class MinedLoss(nn.Module):
     """Any pytorch-metric-learning loss, with an optional miner; both built by Hydra from YAML."""
 
-    def __init__(self, loss: nn.Module, miner: nn.Module | None = None):
+    def __init__(self, loss: nn.Module, miner: nn.Module | None):
         super().__init__()
         self.loss, self.miner = loss, miner
 
@@ -63,8 +58,7 @@ class MinedLoss(nn.Module):
 class ArcFaceLoss(nn.Module):
     """Additive angular margin loss over learned class centres (sizes known only at run time)."""
 
-    def __init__(self, num_classes: int, embedding_dim: int, margin: float = 28.6, scale: float = 64.0,
-                 lr: float = 1e-2):
+    def __init__(self, num_classes: int, embedding_dim: int, margin: float, scale: float, lr: float):
         super().__init__()
         from pytorch_metric_learning import losses
 

@@ -18,6 +18,7 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
+from charfeat.config import Precision
 from charfeat.data.labels import encode_labels
 from charfeat.data.records import Record
 from charfeat.data.sources.base import DataSource
@@ -33,11 +34,9 @@ from charfeat.training.state import Progress, read_checkpoint, rng_state, save_c
 log = logging.getLogger(__name__)
 
 
-def autocast(device: torch.device, precision: str):
+def autocast(device: torch.device, precision: Precision):
     """bf16 autocast on CUDA; fp32 on CPU, where bf16 matmuls are ~40x slower."""
-    if precision not in ("auto", "fp32", "bf16"):
-        raise ValueError(f"trainer.precision must be auto, fp32 or bf16, got {precision!r}")
-    use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    use_bf16 = precision == Precision.bf16 or (precision == Precision.auto and device.type == "cuda")
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
 
 

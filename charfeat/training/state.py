@@ -109,7 +109,7 @@ def resumed_config(cfg: DictConfig, overrides: list[str]) -> DictConfig:
     keys = [override.split("=", 1)[0].lstrip("+~") for override in overrides]
     for key in [*RUN_LOCAL_KEYS, *(k for k in keys if not k.startswith("hydra."))]:
         OmegaConf.update(merged, key, OmegaConf.select(cfg, key), force_add=True)  # a group (head=linear): its node
-    for change in config_changes(saved, OmegaConf.to_container(merged, resolve=True)):
+    for change in config_changes(saved, OmegaConf.to_container(merged, resolve=True, enum_to_str=True)):
         if not change.startswith(RUN_LOCAL_KEYS):
             log.info("resume: the command line wins: %s", change)
     return merged

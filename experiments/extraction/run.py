@@ -23,7 +23,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from charfeat.models.backbone.model import Qwen3VLBackbone  # noqa: E402
+from charfeat.config import BackboneConfig, build  # noqa: E402
 from charfeat.models.backbone.tiny import build_tiny_qwen3_vl  # noqa: E402
 from charfeat.models.backbone.flops import QWEN3_VL_SIZES, forward_flops, qwen3_vl_config  # noqa: E402
 from charfeat.data.records import Record  # noqa: E402
@@ -71,7 +71,8 @@ def main() -> None:
         side = int(max_pixels ** 0.5)
         data, records = mixed_set(args.images, side)
         for text in ("none", "caption"):
-            backbone = Qwen3VLBackbone(str(path), text=text, max_pixels=max_pixels)
+            backbone = build(BackboneConfig, name_or_path=str(path), text=text, max_pixels=max_pixels,
+                             dtype="float32", feature_cache=None)
             params = sum(p.numel() for p in backbone.parameters()) / 1e6
             FeatureExtractor(backbone, 8, CPU).extract(data, "train", records[:8])  # warm-up
             for batch_size in (8, 32):

@@ -32,14 +32,13 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=16)
     args = parser.parse_args()
 
-    from charfeat.data.sources.s3 import S3Data
-    from charfeat.data.sources.sample import SampleData
+    from charfeat.config import S3DataConfig, SampleDataConfig, build
     from charfeat.data.images import decode
     from charfeat.upload import plan, upload
 
     work = Path(tempfile.mkdtemp(prefix="charfeat-bench-"))
-    sample = SampleData(str(work / "sample"), num_classes=8, train_per_class=args.images // 8, val_per_class=2,
-                        image_size=224)
+    sample = build(SampleDataConfig, root=str(work / "sample"), num_classes=8, train_per_class=args.images // 8,
+                   val_per_class=2, image_size=224)
     sample.ensure_generated()
     server = MotoServer(auth=False)
     os.environ.update(server.credentials, AWS_EC2_METADATA_DISABLED="true")
@@ -63,8 +62,8 @@ def main() -> None:
         def loader_rate(cache: Path) -> tuple[float, float]:
             """(images/s of the loading loop, seconds of one-time setup: clients, JSONL, listing)."""
             began = time.perf_counter()
-            data = S3Data(BUCKET, root=str(sample.root), prefix="img/", endpoint_url=url, cache_dir=str(cache),
-                          max_workers=args.workers)
+            data = build(S3DataConfig, bucket=BUCKET, root=str(sample.root), prefix="img/", endpoint_url=url,
+                         cache_dir=str(cache), max_workers=args.workers)
             records = data.records("train")
             loading = time.perf_counter()
             for start in range(0, len(records), args.batch):

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from charfeat.models.backbone.model import Qwen3VLBackbone
+from configured import tiny_backbone
 
 TEXTS = [None, "Caption: a short one.", "Features: long hair, glasses, hat, beard. Caption: a much longer caption "
          "that makes this prompt many tokens longer than the others in the batch."]
@@ -13,10 +13,10 @@ TEXTS = [None, "Caption: a short one.", "Features: long hair, glasses, hat, bear
 def backbones(tiny_path):
     """One backbone per (pooling, text) pair; vision pooling takes no text (it could never see it)."""
     return {
-        ("mean", "caption"): Qwen3VLBackbone(str(tiny_path), pooling="mean", text="caption"),
-        ("last", "caption"): Qwen3VLBackbone(str(tiny_path), pooling="last", text="caption"),
-        ("vision", "none"): Qwen3VLBackbone(str(tiny_path), pooling="vision"),
-        ("mean", "none@layer1"): Qwen3VLBackbone(str(tiny_path), pooling="mean", layer=1),
+        ("mean", "caption"): tiny_backbone(tiny_path, pooling="mean", text="caption"),
+        ("last", "caption"): tiny_backbone(tiny_path, pooling="last", text="caption"),
+        ("vision", "none"): tiny_backbone(tiny_path, pooling="vision"),
+        ("mean", "none@layer1"): tiny_backbone(tiny_path, pooling="mean", layer=1),
     }
 
 
@@ -51,7 +51,7 @@ def test_text_changes_the_embedding_except_under_vision_pooling(backbones, mixed
 
 def test_vision_pooling_rejects_text(tiny_path):
     with pytest.raises(ValueError, match="vision"):
-        Qwen3VLBackbone(str(tiny_path), pooling="vision", text="caption")
+        tiny_backbone(tiny_path, pooling="vision", text="caption")
 
 
 def test_layer_picks_that_hidden_state(backbones, mixed_images):
@@ -67,4 +67,4 @@ def test_layer_picks_that_hidden_state(backbones, mixed_images):
 @pytest.mark.parametrize("layer", [3, -4])
 def test_layer_out_of_range_names_the_key(tiny_path, layer):
     with pytest.raises(ValueError, match="layer"):
-        Qwen3VLBackbone(str(tiny_path), layer=layer)
+        tiny_backbone(tiny_path, layer=layer)

@@ -1,19 +1,19 @@
 import pytest
 import torch
 
-from charfeat.models.backbone.model import Qwen3VLBackbone
 from charfeat.models.backbone.pooling import masked_mean
+from configured import tiny_backbone
 
 
 @pytest.fixture(scope="module")
 def frozen(tiny_path):
-    return Qwen3VLBackbone(str(tiny_path))
+    return tiny_backbone(tiny_path)
 
 
 @pytest.mark.parametrize("padding_side", ["right", "left"])
 @pytest.mark.parametrize("pooling", ["mean", "last", "vision"])
 def test_embedding_does_not_depend_on_batch_padding(tiny_path, mixed_images, pooling, padding_side):
-    backbone = Qwen3VLBackbone(str(tiny_path), pooling=pooling)
+    backbone = tiny_backbone(tiny_path, pooling=pooling)
     backbone.processor.tokenizer.padding_side = padding_side
     batch = backbone.preprocess(mixed_images)
     lengths = batch["attention_mask"].sum(dim=1)
@@ -28,7 +28,7 @@ def test_embedding_does_not_depend_on_batch_padding(tiny_path, mixed_images, poo
 def test_pooling_modes_differ(tiny_path, mixed_images):
     outputs = {}
     for pooling in ("mean", "last", "vision"):
-        backbone = Qwen3VLBackbone(str(tiny_path), pooling=pooling)
+        backbone = tiny_backbone(tiny_path, pooling=pooling)
         outputs[pooling] = backbone(**backbone.preprocess(mixed_images))
     assert not torch.allclose(outputs["mean"], outputs["last"])
     assert not torch.allclose(outputs["mean"], outputs["vision"])
@@ -66,18 +66,18 @@ def test_vision_pooling_uses_only_image_tokens(frozen, mixed_images):
 )
 def test_invalid_choices_raise_naming_allowed_values(tiny_path, key, value):
     with pytest.raises(ValueError, match=key) as error:
-        Qwen3VLBackbone(str(tiny_path), **{key: value})
+        tiny_backbone(tiny_path, **{key: value})
     assert value in str(error.value)
     allowed = {"pooling": "mean", "train": "frozen", "dtype": "float32", "text": "caption"}[key]
     assert allowed in str(error.value)
 
 
 def test_pixel_budget_override(tiny_path, make_image):
-    backbone = Qwen3VLBackbone(str(tiny_path), min_pixels=32 * 32, max_pixels=64 * 64)
+    backbone = tiny_backbone(tiny_path, min_pixels=32 * 32, max_pixels=64 * 64)
     batch = backbone.preprocess([make_image(96, 96, 0)])
     assert batch["image_grid_thw"].tolist() == [[1, 4, 4]]  # 64x64 after resize: 4 LLM tokens
     with pytest.raises(ValueError, match="min_pixels"):
-        Qwen3VLBackbone(str(tiny_path), min_pixels=128 * 128, max_pixels=64 * 64)
+        tiny_backbone(tiny_path, min_pixels=128 * 128, max_pixels=64 * 64)
 
 
 def test_preprocess_renders_one_user_turn(frozen, make_image):
@@ -106,7 +106,7 @@ def test_no_vocabulary_logits(frozen, mixed_images):
 
 
 def test_frozen_backbone_gets_no_gradients(tiny_path, mixed_images):
-    backbone = Qwen3VLBackbone(str(tiny_path), train="frozen")
+    backbone = tiny_backbone(tiny_path, train="frozen")
     head = torch.nn.Linear(backbone.hidden_size, 8)
     parent = torch.nn.ModuleDict({"backbone": backbone, "head": head})
     parent.train()
@@ -126,7 +126,7 @@ def test_frozen_backbone_gets_no_gradients(tiny_path, mixed_images):
 
 
 def test_full_training_reaches_vision_and_text_layers(tiny_path, mixed_images):
-    backbone = Qwen3VLBackbone(str(tiny_path), train="full")
+    backbone = tiny_backbone(tiny_path, train="full")
     backbone.train()
     assert backbone.model.training
     features = backbone(**backbone.preprocess(mixed_images))
@@ -142,7 +142,7 @@ def test_full_training_reaches_vision_and_text_layers(tiny_path, mixed_images):
 
 
 def test_half_precision_weights_give_float32_embeddings(tiny_path, mixed_images):
-    backbone = Qwen3VLBackbone(str(tiny_path), dtype="bfloat16")
+    backbone = tiny_backbone(tiny_path, dtype="bfloat16")
     assert backbone.model.dtype == torch.bfloat16
     out = backbone(**backbone.preprocess(mixed_images[:1]))
     assert out.dtype == torch.float32 and torch.isfinite(out).all()

@@ -2,8 +2,8 @@ import os
 
 import torch
 
-from charfeat.models.backbone.model import Qwen3VLBackbone
 from charfeat.models.backbone.tiny import TINY_MAX_PIXELS, build_tiny_qwen3_vl
+from configured import tiny_backbone
 
 
 def test_tiny_loads_through_the_real_path(tiny_path):
@@ -55,15 +55,15 @@ def test_build_keeps_the_winner_of_a_race(tmp_path, monkeypatch):
 
 def test_build_tiny_flag_builds_missing_model(tmp_path, mixed_images):
     path = tmp_path / "cache" / "models" / "tiny-qwen3-vl"
-    backbone = Qwen3VLBackbone(str(path), build_tiny=True)
+    backbone = tiny_backbone(path, build_tiny=True)
     assert (path / "model.safetensors").exists()
     assert backbone.processor.image_processor.size.longest_edge == TINY_MAX_PIXELS
 
 
 def test_save_and_reload_give_identical_embeddings(tiny_path, tmp_path, mixed_images):
-    first = Qwen3VLBackbone(str(tiny_path))
+    first = tiny_backbone(tiny_path)
     first.model.save_pretrained(tmp_path / "copy")
     first.processor.save_pretrained(tmp_path / "copy")
-    second = Qwen3VLBackbone(str(tmp_path / "copy"))
+    second = tiny_backbone(tmp_path / "copy")
     inputs = first.preprocess(mixed_images)
     assert torch.equal(first(**inputs), second(**second.preprocess(mixed_images)))

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from charfeat.models.backbone.model import Qwen3VLBackbone
-from charfeat.models.head import ProjectionHead
+from charfeat.config import HeadConfig, build
+from configured import tiny_backbone
 
 VISION_AND_TEXT_LORA = (r".*(language_model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
                         r"|visual\.blocks\.\d+\.(attn\.(qkv|proj)|mlp\.linear_fc(1|2)))")
@@ -32,8 +32,8 @@ def train_steps(backbone, head, images, steps=2):
 @pytest.mark.parametrize("mode", ["frozen", "lora", "vision", "full"])
 def test_exactly_the_intended_parameters_train(tiny_path, mixed_images, mode):
     torch.manual_seed(0)
-    backbone = Qwen3VLBackbone(str(tiny_path), train=mode)
-    head = ProjectionHead(backbone.hidden_size, out_dim=8, hidden_dim=None)
+    backbone = tiny_backbone(tiny_path, train=mode)
+    head = build(HeadConfig, out_dim=8, hidden_dim=None)(in_dim=backbone.hidden_size)
     before = {name: p.detach().clone() for name, p in backbone.named_parameters()}
     trainable = {name for name, p in backbone.named_parameters() if p.requires_grad}
     assert trainable == {name for name in before if intended(name, mode)}
@@ -54,21 +54,21 @@ def test_exactly_the_intended_parameters_train(tiny_path, mixed_images, mode):
 
 
 def test_lora_regex_reaches_vision_blocks_only_where_asked(tiny_path):
-    text_only = Qwen3VLBackbone(str(tiny_path), train="lora")
+    text_only = tiny_backbone(tiny_path, train="lora")
     names = [n for n, p in text_only.named_parameters() if p.requires_grad]
     assert names and all(".language_model.layers." in n for n in names)
-    both = Qwen3VLBackbone(str(tiny_path), train="lora", lora_r=4, lora_target_modules=VISION_AND_TEXT_LORA)
+    both = tiny_backbone(tiny_path, train="lora", lora_r=4, lora_target_modules=VISION_AND_TEXT_LORA)
     names = [n for n, p in both.named_parameters() if p.requires_grad]
     assert any(".visual.blocks." in n for n in names)
     assert not any("patch_embed" in n or "merger" in n for n in names)
     with pytest.raises(ValueError, match="lora_target_modules"):
-        Qwen3VLBackbone(str(tiny_path), train="lora", lora_target_modules=r"nothing\.here")
+        tiny_backbone(tiny_path, train="lora", lora_target_modules=r"nothing\.here")
 
 
 def test_gradient_checkpointing_keeps_vision_lora_gradients(tiny_path, mixed_images):
-    backbone = Qwen3VLBackbone(str(tiny_path), train="lora", lora_r=4, lora_target_modules=VISION_AND_TEXT_LORA,
+    backbone = tiny_backbone(tiny_path, train="lora", lora_r=4, lora_target_modules=VISION_AND_TEXT_LORA,
                                gradient_checkpointing=True)
-    head = ProjectionHead(backbone.hidden_size, out_dim=8, hidden_dim=None)
+    head = build(HeadConfig, out_dim=8, hidden_dim=None)(in_dim=backbone.hidden_size)
     train_steps(backbone, head, mixed_images)
     grads = {n: p.grad for n, p in backbone.named_parameters() if p.requires_grad}
     assert all(g is not None for g in grads.values())
@@ -77,8 +77,8 @@ def test_gradient_checkpointing_keeps_vision_lora_gradients(tiny_path, mixed_ima
 
 def test_lora_adapter_and_head_save_and_load_reproduce_embeddings(tiny_path, tmp_path, mixed_images):
     torch.manual_seed(0)
-    backbone = Qwen3VLBackbone(str(tiny_path), train="lora", lora_r=4, lora_dropout=0.1)
-    head = ProjectionHead(backbone.hidden_size, out_dim=8)
+    backbone = tiny_backbone(tiny_path, train="lora", lora_r=4, lora_dropout=0.1)
+    head = build(HeadConfig, out_dim=8)(in_dim=backbone.hidden_size)
     train_steps(backbone, head, mixed_images, steps=3)
     checkpoint = tmp_path / "last.pt"
     torch.save({"head": head.state_dict(), "backbone_trainable": backbone.trainable_state_dict()}, checkpoint)
@@ -93,10 +93,10 @@ def test_lora_adapter_and_head_save_and_load_reproduce_embeddings(tiny_path, tmp
     with torch.no_grad():
         expected = head(backbone(**backbone.preprocess(mixed_images)))
 
-    reloaded = Qwen3VLBackbone(str(tiny_path), train="lora", lora_r=4, lora_dropout=0.1)
+    reloaded = tiny_backbone(tiny_path, train="lora", lora_r=4, lora_dropout=0.1)
     fresh = reloaded(**reloaded.preprocess(mixed_images))
     reloaded.load_trainable_state_dict(state["backbone_trainable"])
-    reloaded_head = ProjectionHead(reloaded.hidden_size, out_dim=8)
+    reloaded_head = build(HeadConfig, out_dim=8)(in_dim=reloaded.hidden_size)
     reloaded_head.load_state_dict(state["head"])
     reloaded.eval()
     reloaded_head.eval()
@@ -108,7 +108,7 @@ def test_lora_adapter_and_head_save_and_load_reproduce_embeddings(tiny_path, tmp
 
 
 def test_loading_a_state_of_another_mode_fails(tiny_path):
-    lora = Qwen3VLBackbone(str(tiny_path), train="lora", lora_r=4)
-    vision = Qwen3VLBackbone(str(tiny_path), train="vision")
+    lora = tiny_backbone(tiny_path, train="lora", lora_r=4)
+    vision = tiny_backbone(tiny_path, train="vision")
     with pytest.raises(KeyError, match="train=vision"):
         vision.load_trainable_state_dict(lora.trainable_state_dict())

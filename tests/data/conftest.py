@@ -26,10 +26,10 @@ def moto_server():
 @pytest.fixture(scope="session")
 def small_sample(cache_dir) -> Path:
     """4 classes, 8 train and 4 val images each, 64 px: generated once per session."""
-    from charfeat.data.sources.sample import SampleData
+    from charfeat.config import SampleDataConfig, build
 
-    data = SampleData(str(cache_dir / "s3_sample"), num_classes=4, train_per_class=8, val_per_class=4,
-                      image_size=64)
+    data = build(SampleDataConfig, root=str(cache_dir / "s3_sample"), num_classes=4, train_per_class=8,
+                 val_per_class=4, image_size=64)
     data.ensure_generated()
     return data.root
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from charfeat.data.labels import build_label_map
-from charfeat.data.sources.local import LocalData
+from charfeat.config import LocalDataConfig, build
 from charfeat.data.records import Issues, RecordError, read_records, text_input
 from charfeat.data.split import stratified_split
 from charfeat.preprocess import main as preprocess_main
@@ -119,7 +119,7 @@ def test_stratified_split_is_seeded_and_keeps_every_class(tmp_path):
     assert not {r.id for r in train} & {r.id for r in val}
 
 
-def make_local(tmp_path: Path, train: list, val: list | None, **options) -> LocalData:
+def make_local(tmp_path: Path, train: list, val: list | None, **options):
     (tmp_path / "images").mkdir(exist_ok=True)
     from PIL import Image
 
@@ -129,7 +129,7 @@ def make_local(tmp_path: Path, train: list, val: list | None, **options) -> Loca
     write(tmp_path / "train.jsonl", train)
     if val is not None:
         write(tmp_path / "val.jsonl", val)
-    return LocalData(str(tmp_path), val_jsonl="val.jsonl" if val is not None else None, **options)
+    return build(LocalDataConfig, root=str(tmp_path), val_jsonl="val.jsonl" if val is not None else None, **options)
 
 
 def test_val_label_outside_the_mapping_is_an_error_or_skipped(tmp_path):
@@ -150,8 +150,10 @@ def test_missing_val_file_means_a_generated_split(tmp_path):
 
 
 def test_bad_policy_name_fails_at_construction(tmp_path):
-    with pytest.raises(ValueError, match="data.on_bad_record must be one of"):
-        LocalData(str(tmp_path), on_bad_record="ignore")
+    with pytest.raises(ValueError, match=r"expected one of \[error, skip\]"):
+        build(LocalDataConfig, root=str(tmp_path), on_bad_record="ignore")
+    with pytest.raises(ValueError, match="data.on_bad_record must be one of error, skip"):
+        Issues("ignore")  # from Python, as preprocess and upload build it
 
 
 def test_preprocess_writes_processed_file_and_sorted_mapping(tmp_path, capsys):

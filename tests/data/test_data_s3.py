@@ -15,6 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
+from charfeat.config import S3DataConfig, build
 from charfeat.data.records import RecordError
 from charfeat.data.sources.s3 import S3AccessError, S3Data
 from charfeat.data.sources.base import ImageLoadError
@@ -25,7 +26,9 @@ pytestmark = pytest.mark.slow
 
 
 def s3_data(root: Path, prefix: str, url: str, **options) -> S3Data:
-    return S3Data(BUCKET, root=str(root), prefix=prefix, endpoint_url=url, **options)
+    """data=s3 as configured, on the test server, no disk cache unless given; ``options`` on top."""
+    return build(S3DataConfig, bucket=BUCKET, root=str(root), prefix=prefix, endpoint_url=url,
+                 **{"cache_dir": None, **options})
 
 
 def assert_real(root: Path, records, images) -> None:
@@ -84,8 +87,7 @@ def test_missing_and_corrupt_objects_are_errors_listing_each(moto_server, small_
         assert (f"s3://{BUCKET}/{uploaded}{record_id}.jpg (id {record_id})" in str(err.value)) == (what == "missing")
     assert "2 train image(s) not found" in str(err.value)
 
-    records = S3Data(BUCKET, root=str(small_sample), prefix=uploaded, endpoint_url=moto_server.url,
-                     val_jsonl="val.jsonl")
+    records = s3_data(small_sample, uploaded, moto_server.url, val_jsonl="val.jsonl")
     corrupt = [rid for rid, what in damaged.items() if what == "corrupt"]
     from charfeat.data.records import read_records
 
@@ -144,7 +146,7 @@ def test_endpoint_with_credentials_in_it_is_refused(small_sample):
 def test_bad_metadata_fails_before_any_request(small_sample, tmp_path, s3_env):
     (tmp_path / "train.jsonl").write_text((small_sample / "train.jsonl").read_text() + '{"id": \n')
     with pytest.raises(RecordError, match=r"train\.jsonl:33: invalid JSON"):
-        S3Data(BUCKET, root=str(tmp_path), val_jsonl=None, endpoint_url="http://127.0.0.1:1").records("train")
+        s3_data(tmp_path, "", "http://127.0.0.1:1", val_jsonl=None).records("train")
 
 
 def test_train_end_to_end_from_s3_uploaded_with_the_upload_command(moto_server, small_sample, s3_env, faulty_proxy,

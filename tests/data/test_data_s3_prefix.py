@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from charfeat.data.sources.s3_prefix import S3PrefixData
+from charfeat.config import S3PrefixDataConfig, build
 from conftest import BUCKET
 from trained_run import trained_run
 
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_prefix_lists_every_image_and_loads_the_real_bytes(moto_server, small_sample, uploaded):
-    data = S3PrefixData(BUCKET, prefix=uploaded, endpoint_url=moto_server.url)
+    data = build(S3PrefixDataConfig, bucket=BUCKET, prefix=uploaded, endpoint_url=moto_server.url, cache_dir=None)
     records = data.records("val")
     on_disk = sorted(p.name for p in (small_sample / "images").iterdir())
     assert [r.filename for r in records] == on_disk and all(r.label == "" for r in records)
@@ -29,7 +29,8 @@ def test_prefix_lists_every_image_and_loads_the_real_bytes(moto_server, small_sa
 
 def test_empty_prefix_is_a_clear_error(moto_server, s3_env):
     with pytest.raises(FileNotFoundError, match="no images"):
-        S3PrefixData(BUCKET, prefix="nothing-here/", endpoint_url=moto_server.url).records("val")
+        build(S3PrefixDataConfig, bucket=BUCKET, prefix="nothing-here/", endpoint_url=moto_server.url,
+              cache_dir=None).records("val")
 
 
 def test_embed_a_prefix_then_search_with_an_s3_query(moto_server, small_sample, uploaded, cache_dir, tmp_path):

@@ -13,12 +13,17 @@ from pathlib import Path
 
 from PIL import Image
 
+from charfeat.config import LabelField, OnBadRecord, Split
 from charfeat.data.images import try_decode
 from charfeat.data.labels import build_label_map, keep_known_labels
 from charfeat.data.records import Issues, Record, read_records
 from charfeat.data.split import stratified_split
 
-SPLITS = ("train", "val")
+SPLITS = tuple(Split.__members__)
+# What a source without metadata (a bare folder or S3 prefix, for charfeat.embed) gives DataSource:
+# it reads no JSONL, so none of the record options applies, and a missing image is an error.
+NO_METADATA = dict(train_jsonl="", val_jsonl=None, label_field=None, on_bad_record=OnBadRecord.error,
+                   drop_quality=(), keep_unknown=False, start_index=0, val_fraction=0.0, split_seed=0)
 log = logging.getLogger(__name__)
 
 
@@ -27,12 +32,14 @@ class ImageLoadError(RuntimeError):
 
 
 class DataSource(ABC):
+    """Records and images of the train and val splits. The arguments are the ``data`` config
+    group's keys (``charfeat.config.RecordsConfig``: what every labelled source shares)."""
+
     labelled = True  # records carry class labels (a bare image folder does not)
 
-    def __init__(self, root: str, train_jsonl: str, val_jsonl: str | None, label_field: str = "fashion_style",
-                 on_bad_record: str = "error", drop_quality: list[str] | tuple = ("Low",),
-                 keep_unknown: bool = False, start_index: int = 0, val_fraction: float = 0.1,
-                 split_seed: int = 0):
+    def __init__(self, root: str, train_jsonl: str, val_jsonl: str | None, label_field: LabelField,
+                 on_bad_record: OnBadRecord, drop_quality: list[str] | tuple, keep_unknown: bool,
+                 start_index: int, val_fraction: float, split_seed: int):
         self.root = Path(root).expanduser()
         self.jsonl = {"train": train_jsonl, "val": val_jsonl}
         self.read_options = dict(label_field=label_field, drop_quality=tuple(drop_quality),
@@ -91,7 +98,7 @@ class DataSource(ABC):
     def check_images(self, split: str, records: list[Record], issues: Issues) -> list[Record]:
         """Every image must exist (all missing ones named at once); under ``skip``, also decode."""
         missing = set(self.missing(split, [r.filename for r in records]))
-        if missing and issues.policy == "error":
+        if missing and issues.policy == OnBadRecord.error:
             raise ImageLoadError(f"{len(missing)} {split} image(s) not found:\n  " + "\n  ".join(
                 f"{self.location(split, r.filename)} (id {r.id})" for r in records if r.filename in missing))
         keep = []
@@ -100,7 +107,7 @@ class DataSource(ABC):
                 issues.bad(f"{self.location(split, record.filename)} (id {record.id})", "not found")
             else:
                 keep.append(record)
-        if issues.policy == "error":
+        if issues.policy == OnBadRecord.error:
             return keep
         records, keep = keep, []
         for start in range(0, len(records), 64):  # chunks bound the bytes held in memory

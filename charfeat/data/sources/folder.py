@@ -8,14 +8,15 @@ from pathlib import Path
 
 from charfeat.data.images import IMAGE_SUFFIXES
 from charfeat.data.records import Record
+from charfeat.data.sources.base import NO_METADATA
 from charfeat.data.sources.local import LocalData
 
 
 class FolderData(LocalData):
     labelled = False
 
-    def __init__(self, root: str, image_dir: str = "."):
-        super().__init__(root, train_jsonl="", val_jsonl=None, image_dir=image_dir)
+    def __init__(self, root: str, image_dir: str):
+        super().__init__(root, image_dir=image_dir, **NO_METADATA)
 
     def _prepare(self) -> dict[str, list[Record]]:
         if not self.image_dir.is_dir():

@@ -6,8 +6,7 @@ from charfeat.data.sources.base import DataSource
 
 
 class LocalData(DataSource):
-    def __init__(self, root: str, train_jsonl: str = "train.jsonl", val_jsonl: str | None = "val.jsonl",
-                 image_dir: str = "images", **options):
+    def __init__(self, root: str, train_jsonl: str, val_jsonl: str | None, image_dir: str, **options):
         super().__init__(root, train_jsonl, val_jsonl, **options)
         self.image_dir = self.root / image_dir
 

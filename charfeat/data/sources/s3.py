@@ -18,6 +18,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from urllib.parse import urlparse
 
+from charfeat.config import RetryMode
 from charfeat.data.sources.s3_object_cache import S3ObjectCache
 from charfeat.data.sources.base import DataSource, ImageLoadError
 
@@ -41,7 +42,7 @@ def make_client(region: str | None = "us-east-1", endpoint_url: str | None = Non
 
     session = session or boto3.session.Session(profile_name=profile, region_name=region)
     return session.client("s3", endpoint_url=endpoint_url, config=Config(
-        retries={"mode": retry_mode, "total_max_attempts": max_attempts},
+        retries={"mode": str(retry_mode), "total_max_attempts": max_attempts},
         max_pool_connections=max_workers, connect_timeout=connect_timeout, read_timeout=read_timeout))
 
 
@@ -51,17 +52,16 @@ def _encrypted(response: dict) -> bool:
 
 
 class S3Data(DataSource):
-    def __init__(self, bucket: str, root: str = ".", train_jsonl: str = "train.jsonl",
-                 val_jsonl: str | None = "val.jsonl", prefix: str = "", val_prefix: str | None = None,
-                 region: str | None = "us-east-1", endpoint_url: str | None = None, profile: str | None = None,
-                 retry_mode: str = "standard", max_attempts: int = 5, connect_timeout: float = 5.0,
-                 read_timeout: float = 30.0, max_workers: int = 16, prefetch: int = 64,
-                 cache_dir: str | None = None, **options):
+    """Records from local JSONL, images from S3; the arguments are the ``data=s3`` config group's keys
+    (``charfeat.config.S3DataConfig``)."""
+
+    def __init__(self, bucket: str, root: str, train_jsonl: str, val_jsonl: str | None, prefix: str,
+                 val_prefix: str | None, region: str | None, endpoint_url: str | None, profile: str | None,
+                 retry_mode: RetryMode, max_attempts: int, connect_timeout: float, read_timeout: float,
+                 max_workers: int, prefetch: int, cache_dir: str | None, **options):
         super().__init__(root, train_jsonl, val_jsonl, **options)
         if endpoint_url and (urlparse(endpoint_url).username or urlparse(endpoint_url).password):
             raise ValueError("data.endpoint_url must not carry credentials: use the environment or data.profile")
-        if retry_mode not in ("standard", "adaptive", "legacy"):
-            raise ValueError(f"data.retry_mode must be standard, adaptive or legacy, got {retry_mode!r}")
         if max_attempts < 1 or max_workers < 1 or prefetch < 0:
             raise ValueError("data.max_attempts and data.max_workers must be >= 1, data.prefetch >= 0")
         self.bucket = bucket

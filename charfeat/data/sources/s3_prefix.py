@@ -8,6 +8,7 @@ from pathlib import Path
 
 from charfeat.data.images import IMAGE_SUFFIXES
 from charfeat.data.records import Record
+from charfeat.data.sources.base import NO_METADATA
 from charfeat.data.sources.s3 import S3AccessError, S3Data
 
 
@@ -16,8 +17,8 @@ class S3PrefixData(S3Data):
 
     labelled = False
 
-    def __init__(self, bucket: str, prefix: str = "", **store):
-        super().__init__(bucket, train_jsonl="", val_jsonl=None, prefix=prefix, **store)
+    def __init__(self, bucket: str, prefix: str, **store):
+        super().__init__(bucket, root=".", prefix=prefix, val_prefix=None, **NO_METADATA, **store)
 
     def _prepare(self) -> dict[str, list[Record]]:
         prefix = self.prefixes["train"]

@@ -175,9 +175,8 @@ def _manifest(*params) -> dict:
 class SampleData(LocalData):
     """LocalData over a generated set, (re)generated when missing or made with other settings."""
 
-    def __init__(self, root: str, train_jsonl: str = "train.jsonl", val_jsonl: str | None = "val.jsonl",
-                 image_dir: str = "images", num_classes: int = 8, train_per_class: int = 30,
-                 val_per_class: int = 10, image_size: int = 96, seed: int = 0, **options):
+    def __init__(self, root: str, train_jsonl: str, val_jsonl: str | None, image_dir: str, num_classes: int,
+                 train_per_class: int, val_per_class: int, image_size: int, seed: int, **options):
         super().__init__(root, train_jsonl, val_jsonl, image_dir, **options)
         self.params = (num_classes, train_per_class, val_per_class, image_size, seed)
 

@@ -15,79 +15,44 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from charfeat.config import AttnImplementation, Dtype, Pooling, TextMode, TrainMode
 from charfeat.models.backbone.pooling import last_token, masked_mean
 
 log = logging.getLogger(__name__)
-
-POOLINGS = ("mean", "last", "vision")
-TRAIN_MODES = ("frozen", "lora", "vision", "full")
-TEXT_MODES = ("none", "caption", "text_input")
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-# LoRA on every attention and MLP projection of the language model. The pattern is matched against
-# full module names (peft's re.fullmatch), because short names such as "proj" or "linear_fc1" also
-# hit the vision patch embedding and the mergers.
-TEXT_LORA_TARGETS = r".*language_model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
-
-
-def _check_choice(key: str, value, allowed) -> None:
-    if value not in allowed:
-        raise ValueError(f"{key}={value!r} is not one of {sorted(allowed)}")
 
 
 class Qwen3VLBackbone(nn.Module):
     """Qwen3-VL image embedder: `preprocess(images, texts)` then `forward(**inputs) -> [B, hidden_size]`.
 
-    Args:
-        name_or_path: hub id or local checkpoint directory (a directory needs no hub).
-        revision: hub branch, tag or commit (ignored for a local directory).
-        prompt: user text placed after the image (and the record's text) in the chat turn.
-        text: the record's own text beside the image: "none", "caption" (its caption) or
-            "text_input" (style, features, vibe and caption, without the label field).
-        pooling: "mean" (masked mean of all real tokens), "last" (last real token, the native mode of
-            Qwen3-VL-Embedding) or "vision" (mean over the image tokens only).
-        layer: hidden layer to pool, Python-indexed over `hidden_states` (0 = embeddings,
-            -1 = the last layer after the final norm).
-        train: "frozen" (no gradients, always eval mode, runs under no_grad), "lora" (peft adapters
-            on `lora_target_modules`), "vision" (the vision tower and its mergers) or "full".
-        lora_r, lora_alpha, lora_dropout, lora_target_modules: the LoRA adapter (train="lora"); the
-            targets are a regex on full module names.
-        dtype: weights' dtype: "float32", "bfloat16" or "float16". Outputs are always float32.
-        min_pixels, max_pixels: override the processor's pixel budget per image.
-        attn_implementation: passed to `from_pretrained` ("sdpa", "eager", "flash_attention_2").
-        gradient_checkpointing: recompute activations in backward (non-reentrant) when training.
-        feature_cache: where feature extraction caches this backbone's features while frozen
-            (`charfeat.features`); None turns the cache off.
-        build_tiny: build a tiny random model at `name_or_path` first if nothing is there.
+    The arguments are the keys of the ``backbone`` config group, stated with their defaults and
+    meanings in ``charfeat.config.BackboneConfig``. A frozen backbone gets no gradients, stays in
+    eval mode and runs under no_grad; embeddings are float32 whatever the weights' dtype.
     """
 
     def __init__(
         self,
         name_or_path: str,
-        revision: str | None = None,
-        prompt: str = "Describe this person's appearance.",
-        text: str = "none",
-        pooling: str = "mean",
-        layer: int = -1,
-        train: str = "frozen",
-        lora_r: int = 16,
-        lora_alpha: int = 32,
-        lora_dropout: float = 0.05,
-        lora_target_modules: str = TEXT_LORA_TARGETS,
-        dtype: str = "float32",
-        min_pixels: int | None = None,
-        max_pixels: int | None = None,
-        attn_implementation: str | None = "sdpa",
-        gradient_checkpointing: bool = False,
-        feature_cache: str | None = None,
-        build_tiny: bool = False,
+        revision: str | None,
+        prompt: str,
+        text: TextMode,
+        pooling: Pooling,
+        layer: int,
+        train: TrainMode,
+        lora_r: int,
+        lora_alpha: int,
+        lora_dropout: float,
+        lora_target_modules: str,
+        dtype: Dtype,
+        min_pixels: int | None,
+        max_pixels: int | None,
+        attn_implementation: AttnImplementation | None,
+        gradient_checkpointing: bool,
+        feature_cache: str | None,
+        build_tiny: bool,
     ):
         super().__init__()
-        _check_choice("pooling", pooling, POOLINGS)
-        _check_choice("train", train, TRAIN_MODES)
-        _check_choice("text", text, TEXT_MODES)
-        _check_choice("dtype", dtype, DTYPES)
-        if pooling == "vision" and text != "none":
-            raise ValueError(f"pooling='vision' with text={text!r}: image tokens come before the text and "
+        if pooling == Pooling.vision and text != TextMode.none:
+            raise ValueError(f"pooling=vision with text={text}: image tokens come before the text and "
                              "attention is causal, so the text could never reach the pooled tokens")
         from transformers import AutoModel
 
@@ -109,7 +74,8 @@ class Qwen3VLBackbone(nn.Module):
         self.attn_implementation = attn_implementation
         self.feature_cache_dir = feature_cache
         self.model = AutoModel.from_pretrained(
-            self.name_or_path, revision=revision, dtype=DTYPES[dtype], attn_implementation=attn_implementation
+            self.name_or_path, revision=revision, dtype=getattr(torch, dtype),
+            attn_implementation=None if attn_implementation is None else str(attn_implementation),
         )
         self.processor = Qwen3VLImageTextProcessor.from_pretrained(self.name_or_path, revision=revision)
         self._set_pixel_budget(min_pixels, max_pixels)
@@ -117,21 +83,21 @@ class Qwen3VLBackbone(nn.Module):
         num_layers = self.model.config.text_config.num_hidden_layers
         if not -(num_layers + 1) <= layer <= num_layers:
             raise ValueError(f"layer={layer} is outside [-{num_layers + 1}, {num_layers}] for this model")
-        if text != "none":
+        if text != TextMode.none:
             log.warning("backbone.text=%s: the record's own text goes beside every train and val image; "
                         "free text (captions) may name the label", text)
 
         self.model.requires_grad_(False)
-        if train == "lora":
+        if train == TrainMode.lora:
             self._add_lora(lora_r, lora_alpha, lora_dropout, lora_target_modules)
-        elif train == "vision":
+        elif train == TrainMode.vision:
             self.model.visual.requires_grad_(True)
-        elif train == "full":
+        elif train == TrainMode.full:
             self.model.requires_grad_(True)
-        if gradient_checkpointing and train != "frozen":
+        if gradient_checkpointing and train != TrainMode.frozen:
             # Reentrant checkpointing silently drops the vision-LoRA gradients (stack notes).
             self.model.activation_checkpointing_enable({"use_reentrant": False})
-        if train == "frozen":
+        if train == TrainMode.frozen:
             self.model.eval()
 
     def _add_lora(self, r: int, alpha: int, dropout: float, target_modules: str) -> None:
@@ -166,7 +132,7 @@ class Qwen3VLBackbone(nn.Module):
 
     @property
     def frozen(self) -> bool:
-        return self.train_mode == "frozen"
+        return self.train_mode == TrainMode.frozen
 
     @property
     def pixel_budget(self) -> tuple[int, int]:
@@ -230,9 +196,9 @@ class Qwen3VLBackbone(nn.Module):
             out = self.model(**inputs, use_cache=False, output_hidden_states=want_layer)
             hidden = out.hidden_states[self.layer] if want_layer else out.last_hidden_state
             mask = inputs["attention_mask"].bool()
-            if self.pooling == "mean":
+            if self.pooling == Pooling.mean:
                 pooled = masked_mean(hidden, mask)
-            elif self.pooling == "last":
+            elif self.pooling == Pooling.last:
                 pooled = last_token(hidden, mask)
             else:
                 pooled = masked_mean(hidden, mask & (inputs["input_ids"] == self.image_token_id))
