@@ -60,6 +60,13 @@ def embed_records(backbone: nn.Module, head: nn.Module, data: DataSource, split:
     return FeatureExtractor(backbone, batch_size, device).extract(data, split, records, then=head)
 
 
+@torch.no_grad()
+def embed_features(head: nn.Module, features: torch.Tensor, batch_size: int, device: torch.device) -> torch.Tensor:
+    """Embeddings [N, out_dim] (on the CPU) of backbone features [N, hidden] already extracted; head in eval mode."""
+    head.eval()
+    return torch.cat([head(chunk.to(device)).float().cpu() for chunk in features.split(batch_size)])
+
+
 @dataclass
 class EmbeddedSplit:
     """One split of a data source, embedded by a saved model."""

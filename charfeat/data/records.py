@@ -1,8 +1,8 @@
 """Metadata records from the labeller's JSONL files, validated line by line.
 
-Two schemas are read (SEED-NOTES): the current one names its image (``image_filename``,
-``filename`` or ``image_path``); the older one does not, and its filename comes from the line's
-position, ``aug_{start_index + line - 1:05d}.jpg``. A file is older-schema when none of its
+Two schemas are read, the labeller's current one and the replaced system's older one: the current
+one names its image (``image_filename``, ``filename`` or ``image_path``); the older one does not,
+and its filename comes from the line's position, ``aug_{start_index + line - 1:05d}.jpg``. A file is older-schema when none of its
 records names an image, so a current file with one nameless record is an error, not a guess.
 
 Only the fields charfeat uses are kept: any other key (older files carry profile information)
@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from charfeat.config import LabelField, OnBadRecord, TextMode
+from charfeat.errors import UserError
 
 # image_metadata keys charfeat reads; everything else is dropped on read
 METADATA_KEYS = ("fashion_style", "shot_type", "visual_quality", "physical_features", "caption", "vibe_category")
@@ -29,7 +30,7 @@ def _check_choice(key: str, value: str, choice: type) -> None:
         raise ValueError(f"{key} must be one of {', '.join(choice.__members__)}, got {value!r}")
 
 
-class RecordError(ValueError):
+class RecordError(UserError, ValueError):
     """A metadata file or line that cannot be trained on; the message names file and line."""
 
 

@@ -14,8 +14,10 @@ from pytorch_metric_learning.samplers import MPerClassSampler
 from pytorch_metric_learning.utils import common_functions as pml_common
 from torch.utils.data import Sampler
 
+from charfeat.errors import UserError
 
-class SamplerConfigError(ValueError):
+
+class SamplerConfigError(UserError, ValueError):
     """The P×K settings cannot be met by this training set."""
 
 

@@ -25,7 +25,8 @@ from charfeat.data.sources.base import DataSource
 from charfeat.evaluation.metrics import chance_metrics, retrieval_metrics
 from charfeat.evaluation.plots import save_plots
 from charfeat.evaluation.results import scalars, with_class_names, write_metrics
-from charfeat.features.extract import FeatureExtractor, batched
+from charfeat.features.extract import FeatureExtractor
+from charfeat.inference import embed_features, embed_records
 from charfeat.training import distributed
 from charfeat.training.schedule import lr_factor
 from charfeat.training.signals import StopSignal, TrainingInterrupted
@@ -204,13 +205,14 @@ class Trainer:
                 out = self.head(self.extractor.encode(self.data, split, [self.records[split][i] for i in index]))
         return out.float()
 
-    @torch.no_grad()
     def embed_split(self, split: str) -> torch.Tensor:
         """Embeddings of every record of ``split``, in order, on the CPU (both modules in eval mode)."""
-        self.head.eval()
         self.backbone.eval()
-        order = list(range(len(self.records[split])))
-        return torch.cat([self._embed(split, chunk).cpu() for chunk in batched(order, self.cfg.embed_batch_size)])
+        with autocast(self.device, self.cfg.precision):
+            if self.features is not None:
+                return embed_features(self.head, self.features[split], self.cfg.embed_batch_size, self.device)
+            return embed_records(self.backbone, self.head, self.data, split, self.records[split],
+                                 self.cfg.embed_batch_size, self.device)
 
     def evaluate(self) -> dict:
         """Retrieval metrics of the validation split, per-class results keyed by class name."""

@@ -18,6 +18,7 @@ from charfeat.data.images import try_decode
 from charfeat.data.labels import build_label_map, keep_known_labels
 from charfeat.data.records import Issues, Record, read_records
 from charfeat.data.split import stratified_split
+from charfeat.errors import UserError
 
 SPLITS = tuple(Split.__members__)
 # What a source without metadata (a bare folder or S3 prefix, for charfeat.embed) gives DataSource:
@@ -27,7 +28,7 @@ NO_METADATA = dict(train_jsonl="", val_jsonl=None, label_field=None, on_bad_reco
 log = logging.getLogger(__name__)
 
 
-class ImageLoadError(RuntimeError):
+class ImageLoadError(UserError, RuntimeError):
     """One or more images could not be fetched or decoded; lists every location."""
 
 

@@ -3,7 +3,7 @@
 Each image is a drawn figure whose outfit (garment shape, palette, pattern) shows its style
 class, on a random backdrop with clutter, at a random position, size and skin tone: nuisances that an
 untrained embedding mixes up with style and a trained head learns to ignore. Metadata follows
-the labeller's current schema (SEED-NOTES), so the same code reads it and real files.
+the labeller's current schema, so the same code reads it and real files.
 """
 
 import json

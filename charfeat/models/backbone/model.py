@@ -87,6 +87,12 @@ class Qwen3VLBackbone(nn.Module):
             log.warning("backbone.text=%s: the record's own text goes beside every train and val image; "
                         "free text (captions) may name the label", text)
 
+        self._set_trainable(lora_r, lora_alpha, lora_dropout, lora_target_modules, gradient_checkpointing)
+
+    def _set_trainable(self, lora_r: int, lora_alpha: int, lora_dropout: float, lora_target_modules: str,
+                       gradient_checkpointing: bool) -> None:
+        """Exactly the parameters of ``train_mode`` require gradients; a frozen model stays in eval mode."""
+        train = self.train_mode
         self.model.requires_grad_(False)
         if train == TrainMode.lora:
             self._add_lora(lora_r, lora_alpha, lora_dropout, lora_target_modules)
@@ -95,7 +101,7 @@ class Qwen3VLBackbone(nn.Module):
         elif train == TrainMode.full:
             self.model.requires_grad_(True)
         if gradient_checkpointing and train != TrainMode.frozen:
-            # Reentrant checkpointing silently drops the vision-LoRA gradients (stack notes).
+            # Reentrant checkpointing silently drops every vision-LoRA gradient: non-reentrant only.
             self.model.activation_checkpointing_enable({"use_reentrant": False})
         if train == TrainMode.frozen:
             self.model.eval()

@@ -9,7 +9,7 @@ from charfeat.config import BackboneConfig
 from charfeat.models.backbone.model import Qwen3VLBackbone
 from configured import option
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf" / "backbone"
+CONF_DIR = Path(__file__).resolve().parents[3] / "conf" / "backbone"
 NAMES = ["tiny", "qwen3_vl_2b", "qwen3_vl_4b", "qwen3_vl_8b", "qwen3_vl_embedding_2b", "qwen3_vl_embedding_8b"]
 
 
