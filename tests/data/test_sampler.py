@@ -67,3 +67,39 @@ def test_state_dict_replays_the_same_batches():
     replay = build(PKSamplerConfig, p=3, k=2)(labels, seed=99)
     replay.load_state_dict(state)
     assert [list(replay), list(replay)] == expected
+
+
+def test_no_image_twice_in_a_batch_and_every_image_dealt_before_any_repeats():
+    labels = [c for c in range(4) for _ in range(9)]  # 9 images per class, K=4: 2 hands per pass
+    sampler = build(PKSamplerConfig, p=2, k=4, batches_per_epoch=8)(labels, seed=5)
+    seen: dict[int, list[int]] = {}
+    for batch in sampler:
+        assert len(set(batch)) == len(batch)
+        for i in batch:
+            seen.setdefault(labels[i], []).append(i)
+    for images in seen.values():
+        for start in range(0, len(images) - 7, 8):  # each pass deals 8 distinct images of the class
+            assert len(set(images[start:start + 8])) == 8
+
+
+def test_classes_are_drawn_uniformly():
+    labels = [0] * 300 + [1] * 10 + [2] * 10 + [3] * 10  # one class is 90 % of the images
+    sampler = build(PKSamplerConfig, p=2, k=2, batches_per_epoch=2000)(labels, seed=0)
+    counts = Counter(labels[batch[0]] for batch in sampler) + Counter(labels[batch[2]] for batch in sampler)
+    assert all(abs(n / 4000 - 0.25) < 0.03 for n in counts.values())
+
+
+def test_ranks_split_one_global_batch():
+    labels = [c for c in range(8) for _ in range(6)]
+    ranks = [build(PKSamplerConfig, p=2, k=3)(labels, seed=4, rank=r, world_size=3) for r in range(3)]
+    for step in zip(*ranks):
+        classes = [{labels[i] for i in batch} for batch in step]
+        assert all(len(c) == 2 for c in classes) and len(set().union(*classes)) == 6
+        assert len(set().union(*map(set, step))) == 18
+
+
+def test_state_is_plain_data():
+    import json
+
+    sampler = build(PKSamplerConfig, p=2, k=2)([0, 0, 1, 1, 2, 2], seed=1)
+    assert json.loads(json.dumps(sampler.state_dict())) == sampler.state_dict()
