@@ -284,7 +284,7 @@ class AdamWConfig:
 class TrainerConfig:
     epochs: int = 10
     seed: int = 0  # a CPU run is fully deterministic
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    device: str = "auto"  # auto | cpu | cuda (this process's GPU: cuda:<LOCAL_RANK>) | cuda:N (one process)
     embed_batch_size: int = 32  # images per backbone forward when extracting features
     plots: bool = True  # plots/tsne.png and plots/neighbours.png of the val embeddings after training
     max_steps: Optional[int] = None  # stop (resumably) after this many steps; null = run all epochs

@@ -8,31 +8,27 @@ Validates the config, builds every object from its config group and hands them t
 checkpoints/last.pt and best.pt (the trained parts only) under paths.output_dir.
 """
 
+import functools
+import logging
 import os
 import sys
+from pathlib import Path
 
-if int(os.environ.get("RANK", "0")) > 0:  # torchrun: tqdm reads its defaults when first imported (below)
-    os.environ.setdefault("TQDM_DISABLE", "1")  # only rank 0 draws progress bars
+import hydra
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
 
-import functools  # noqa: E402
-import logging  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import hydra  # noqa: E402
-import torch  # noqa: E402
-from hydra.utils import instantiate  # noqa: E402
-from omegaconf import DictConfig, OmegaConf  # noqa: E402
-
-from charfeat.config import register_configs, validate  # noqa: E402
-from charfeat.data.labels import build_label_map, save_label_map  # noqa: E402
-from charfeat.evaluation.results import format_table  # noqa: E402
-from charfeat.tracking import start_tracker  # noqa: E402
-from charfeat.training import distributed  # noqa: E402
-from charfeat.training.checkpoint import read_checkpoint  # noqa: E402
-from charfeat.training.loop import Trainer  # noqa: E402
-from charfeat.training.resume import resume_path, resumed_config  # noqa: E402
-from charfeat.training.signals import TrainingInterrupted  # noqa: E402
-from charfeat.training.state import seed_everything  # noqa: E402
+from charfeat.config import register_configs, validate
+from charfeat.data.labels import build_label_map, save_label_map
+from charfeat.evaluation.results import format_table
+from charfeat.tracking import start_tracker
+from charfeat.training import distributed
+from charfeat.training.checkpoint import read_checkpoint
+from charfeat.training.loop import Trainer
+from charfeat.training.resume import resume_path, resumed_config
+from charfeat.training.signals import TrainingInterrupted
+from charfeat.training.state import seed_everything
 
 log = logging.getLogger(__name__)
 logging.getLogger("PML").setLevel(logging.WARNING)  # one line per k-NN call otherwise
