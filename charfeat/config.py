@@ -8,8 +8,12 @@ of the groups they describe, nor in ``--help``. Constructors take what the confi
 state no defaults of their own.
 """
 
+import json
+import os
+import re
 from dataclasses import dataclass, field
 from enum import Enum, auto
+from pathlib import Path
 from typing import Any, List, Optional
 
 from omegaconf import II, MISSING, OmegaConf, SI
@@ -280,7 +284,7 @@ class AdamWConfig:
 class TrainerConfig:
     epochs: int = 10
     seed: int = 0  # a CPU run is fully deterministic
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    device: str = "auto"  # auto | cpu | cuda (this process's GPU: cuda:<LOCAL_RANK>) | cuda:N (one process)
     embed_batch_size: int = 32  # images per backbone forward when extracting features
     plots: bool = True  # plots/tsne.png and plots/neighbours.png of the val embeddings after training
     max_steps: Optional[int] = None  # stop (resumably) after this many steps; null = run all epochs
@@ -289,7 +293,8 @@ class TrainerConfig:
     grad_clip: Optional[float] = 1.0  # max gradient norm; null = no clipping
     accumulate: int = 1  # batches per optimizer step
     precision: Precision = Precision.auto
-    monitor: Metric = Metric.mean_average_precision_at_r  # picks checkpoints/best.pt
+    # picks the best epoch: checkpoints/best.pt, the "trained" metrics, what a sweep optimises
+    monitor: Metric = Metric.mean_average_precision_at_r
     patience: Optional[int] = None  # stop after this many epochs without a better monitor value
 
 
@@ -327,8 +332,9 @@ class TrainConfig:
     # resume from a checkpoint (checkpoints/last.pt of an earlier run); this run's command line wins
     ckpt_path: Optional[str] = None
     tags: List[str] = field(default_factory=list)
-    # the trained model's validation metric that `main` returns (what a sweeper optimises)
-    optimized_metric: Metric = Metric.mean_average_precision_at_r
+    # the best epoch's validation metric that `main` returns (what a sweeper optimises); one concept
+    # with trainer.monitor, which picks that epoch
+    optimized_metric: Metric = II("trainer.monitor")
 
 
 @dataclass
@@ -438,3 +444,146 @@ def build(schema: type, /, **values: Any) -> Any:
         if err.__cause__ is None:
             raise
         raise err.__cause__ from None
+
+
+@dataclass(frozen=True)
+class Range:
+    """A numeric key's allowed values: between ``low`` and ``high`` (open ends excluded), or null."""
+
+    low: Optional[float] = None
+    high: Optional[float] = None
+    open_low: bool = False
+    open_high: bool = False
+    nullable: bool = False
+
+    def allows(self, value: Any) -> bool:
+        if value is None:
+            return self.nullable
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False
+        above = self.low is None or (value > self.low if self.open_low else value >= self.low)
+        below = self.high is None or (value < self.high if self.open_high else value <= self.high)
+        return above and below
+
+    def __str__(self) -> str:
+        if self.low is not None and self.high is not None:
+            text = f"in {'(' if self.open_low else '['}{self.low:g}, {self.high:g}{')' if self.open_high else ']'}"
+        else:
+            text = f"{'>' if self.open_low else '>='} {self.low:g}"
+        return text + (" or null" if self.nullable else "")
+
+
+# What types and Enums cannot state: the ranges of numeric keys, checked by `validate` (a key a run's
+# config lacks, such as loss.lr outside ArcFace, is skipped).
+RANGES = {
+    "trainer.epochs": Range(1),
+    "trainer.accumulate": Range(1),
+    "trainer.embed_batch_size": Range(1),
+    "trainer.max_steps": Range(1, nullable=True),
+    "trainer.patience": Range(1, nullable=True),
+    "trainer.grad_clip": Range(0, open_low=True, nullable=True),  # <= 0 would zero or reverse every gradient
+    "trainer.warmup_fraction": Range(0, 1),
+    "head.out_dim": Range(1),
+    "head.hidden_dim": Range(1, nullable=True),
+    "head.dropout": Range(0, 1, open_high=True),
+    "optim.lr": Range(0, open_low=True),
+    "optim.weight_decay": Range(0),
+    "backbone.lora_r": Range(1),
+    "backbone.lora_alpha": Range(0, open_low=True),
+    "backbone.lora_dropout": Range(0, 1, open_high=True),
+    "backbone.min_pixels": Range(1, nullable=True),
+    "backbone.max_pixels": Range(1, nullable=True),
+    "loss.margin": Range(0),
+    "loss.scale": Range(0, open_low=True),
+    "loss.lr": Range(0, open_low=True),
+}
+
+
+def validate(cfg) -> None:
+    """One pass over a composed train config before anything is built: every numeric range and every
+    rule across keys, each problem naming its key and what it allows. Reads a model's config.json
+    (never its weights) when it is at hand, to check ``backbone.layer`` and the pixel budget."""
+    from omegaconf import OmegaConf
+
+    from charfeat.errors import ConfigError
+
+    problems = []
+    for key, allowed in RANGES.items():
+        node, _, leaf = key.rpartition(".")
+        parent = OmegaConf.select(cfg, node)
+        if parent is not None and leaf in parent and not allowed.allows(parent[leaf]):
+            problems.append(f"{key}={parent[leaf]}: must be {allowed}")
+    problems += device_problems(str(cfg.trainer.device), "trainer.device")
+    problems += backbone_problems(cfg.backbone)
+    if problems:
+        raise ConfigError("invalid config (nothing was built):\n  " + "\n  ".join(problems))
+
+
+def device_problems(name: str, key: str) -> list[str]:
+    """``auto``, ``cpu``, ``cuda`` (this process's GPU) or ``cuda:N`` (one process), on a machine that has it."""
+    if name in ("auto", "cpu"):
+        return []
+    if not re.fullmatch(r"cuda(:\d+)?", name):
+        return [f"{key}={name}: expected auto, cpu, cuda or cuda:N"]
+    import torch
+
+    if not torch.cuda.is_available():
+        return [f"{key}={name} but torch {torch.__version__} sees no CUDA device; use {key}=auto or cpu"]
+    if ":" in name and int(name.split(":")[1]) >= torch.cuda.device_count():
+        return [f"{key}={name} but this machine has {torch.cuda.device_count()} CUDA device(s)"]
+    if ":" in name and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return [f"{key}={name} would put every torchrun process on one GPU; use {key}=cuda (each process "
+                "takes cuda:<LOCAL_RANK>)"]
+    return []
+
+
+def backbone_problems(backbone) -> list[str]:
+    """Rules across backbone keys; the layer and pixel budget against the model's own files if at hand."""
+    problem = float16_training_problem(backbone.dtype, backbone.train)
+    problems = [problem] if problem else []
+    config = model_file(backbone.name_or_path, backbone.revision, "config.json")
+    layers = (config or {}).get("text_config", {}).get("num_hidden_layers")
+    if layers is not None and not -(layers + 1) <= backbone.layer <= layers:
+        problems.append(f"backbone.layer={backbone.layer}: must be in [-{layers + 1}, {layers}] for "
+                        f"{backbone.name_or_path} ({layers} layers)")
+    size = processor_pixels(backbone.name_or_path, backbone.revision)
+    low = backbone.min_pixels if backbone.min_pixels is not None else size.get("shortest_edge")
+    high = backbone.max_pixels if backbone.max_pixels is not None else size.get("longest_edge")
+    if low is not None and high is not None and low > high:
+        problems.append(f"backbone.min_pixels={low} exceeds backbone.max_pixels={high} (null: the processor's)")
+    return problems
+
+
+def processor_pixels(name_or_path: str, revision: Optional[str]) -> dict:
+    """The image processor's own pixel range ({shortest_edge, longest_edge}) from its saved config, if at hand:
+    ``preprocessor_config.json`` (hub checkpoints) or ``processor_config.json`` (transformers 5 saves)."""
+    pre = model_file(name_or_path, revision, "preprocessor_config.json") or {}
+    proc = (model_file(name_or_path, revision, "processor_config.json") or {}).get("image_processor") or {}
+    return pre.get("size") or proc.get("size") or {}
+
+
+def float16_training_problem(dtype: str, train: str) -> Optional[str]:
+    if str(dtype) == Dtype.float16 and str(train) != TrainMode.frozen:
+        return (f"backbone.dtype=float16 with backbone.train={train}: float16 training needs loss scaling, which "
+                "charfeat does not do; use bfloat16 (the trainable parts train in float32 either way)")
+    return None
+
+
+def model_file(name_or_path: str, revision: Optional[str], filename: str) -> Optional[dict]:
+    """A model's small JSON file from its local directory or the hub cache; None when it is not at hand
+    (the model is not downloaded yet: the backbone checks again once it is loaded)."""
+    path = Path(str(name_or_path)).expanduser()
+    if path.is_dir():
+        found = path / filename
+    else:
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            cached = try_to_load_from_cache(str(name_or_path), filename, revision=revision)
+        except Exception:  # noqa: BLE001 - not a repo id, no cache: nothing to check against
+            return None
+        found = Path(cached) if isinstance(cached, str) else None
+    try:
+        return json.loads(found.read_text()) if found is not None and found.is_file() else None
+    except (OSError, ValueError):
+        return None

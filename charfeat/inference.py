@@ -23,7 +23,7 @@ from charfeat.data.images import decode
 from charfeat.data.records import Record
 from charfeat.data.sources.base import DataSource
 from charfeat.features.extract import FeatureExtractor
-from charfeat.training.state import read_checkpoint
+from charfeat.training.checkpoint import read_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +33,11 @@ EMBEDDINGS, ITEMS, META = "embeddings.npy", "items.jsonl", "index.json"
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, nn.Module, dict, dict]:
     """checkpoint path -> (backbone, head, label_map, config), both modules in eval mode on ``device``.
 
-    The backbone and head are instantiated from the checkpoint's saved ``config`` (the head with
-    ``in_dim = backbone.hidden_size``, as in training); the head's state is loaded strictly, and
-    the saved backbone parameters must be exactly the backbone's trainable ones.
+    The checkpoint is read as plain data (nothing in it can run code) and its config may build only
+    allowed classes (``charfeat.training.checkpoint``). The backbone and head are instantiated from
+    that ``config`` (the head with ``in_dim = backbone.hidden_size``, as in training); the head's
+    state is loaded strictly, and the saved backbone parameters must be exactly the backbone's
+    trainable ones.
     """
     checkpoint = read_checkpoint(path)
     config = checkpoint["config"]

@@ -3,9 +3,9 @@
     python -m charfeat.train sampler.p=8 loss.margin=0.3
     python -m charfeat.train -m loss.margin=0.1,0.3
 
-Builds every object from its config group and hands them to `charfeat.training.loop.Trainer`.
-Every run writes metrics.json, label_mapping.json and checkpoints/last.pt (the trained parts only)
-under paths.output_dir.
+Validates the config, builds every object from its config group and hands them to
+`charfeat.training.loop.Trainer`. Every run writes metrics.json, label_mapping.json and
+checkpoints/last.pt and best.pt (the trained parts only) under paths.output_dir.
 """
 
 import functools
@@ -19,41 +19,57 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from charfeat.config import register_configs
+from charfeat.config import register_configs, validate
 from charfeat.data.labels import build_label_map, save_label_map
 from charfeat.evaluation.results import format_table
 from charfeat.tracking import start_tracker
 from charfeat.training import distributed
+from charfeat.training.checkpoint import read_checkpoint
 from charfeat.training.loop import Trainer
+from charfeat.training.resume import resume_path, resumed_config
 from charfeat.training.signals import TrainingInterrupted
-from charfeat.training.state import resumed_config, seed_everything
+from charfeat.training.state import seed_everything
 
 log = logging.getLogger(__name__)
 logging.getLogger("PML").setLevel(logging.WARNING)  # one line per k-NN call otherwise
 
 
 def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, dict[str, float]]:
-    """Build everything from ``cfg``, train, evaluate; return {"trained", "untrained", "chance"}.
+    """Validate ``cfg``, build everything from it, train, evaluate; return {"trained", "untrained", "chance"}.
 
-    Resuming (``cfg.ckpt_path``) with the command line's ``overrides`` continues the checkpoint's
-    config with those overrides on top; without them (a call from Python), ``cfg`` is used as is.
+    Resuming (``cfg.ckpt_path``, or this run dir's own unfinished ``last.pt``) with the command line's
+    ``overrides`` continues the checkpoint's config with those overrides on top; without them (a call
+    from Python), ``cfg`` is used as is.
     """
-    if cfg.ckpt_path is not None and not Path(cfg.ckpt_path).is_file():
+    validate(cfg)  # before anything is built: a bad value costs seconds, not a model load
+    if cfg.ckpt_path is not None and not Path(cfg.ckpt_path).expanduser().is_file():
         raise FileNotFoundError(f"ckpt_path={cfg.ckpt_path}: no such checkpoint file")
-    if cfg.ckpt_path is not None and overrides is not None:
-        cfg = resumed_config(cfg, overrides)
+    rank, world_size = distributed.init()
+    distributed.quiet_other_ranks(rank)
+    source = distributed.broadcast_object(resume_path(cfg) if rank == 0 else None)  # rank 0's run dir decides
+    saved = read_checkpoint(source) if source is not None else None  # once, here
+    if saved is not None and overrides is not None:
+        cfg = resumed_config(cfg, overrides, saved["config"], source)
+        validate(cfg)
     tc = cfg.trainer
-    if tc.epochs < 1:
-        raise ValueError(f"trainer.epochs must be >= 1, got {tc.epochs}")
-    if tc.accumulate < 1:
-        raise ValueError(f"trainer.accumulate must be >= 1, got {tc.accumulate}")
-    rank, world_size, device = distributed.setup(tc.device)
+    device = distributed.pick_device(str(tc.device))
     seed_everything(tc.seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
     output_dir = Path(cfg.paths.output_dir)
     if rank == 0:  # alone logs to W&B and writes the output dir
         output_dir.mkdir(parents=True, exist_ok=True)
+    trainer = build_trainer(cfg, output_dir, rank, world_size, device)
+    results = trainer.fit(saved, source)
+    if rank == 0 and trainer.completed:
+        p = trainer.progress
+        log.info("results (%d val images):\n%s\ntrained = epoch %d of %d, the best %s (%.4f): checkpoints/best.pt",
+                 len(trainer.records["val"]), format_table(results), p.best_epoch, p.epoch, tc.monitor, p.best)
+    return results
 
+
+def build_trainer(cfg: DictConfig, output_dir: Path, rank: int, world_size: int, device: torch.device) -> Trainer:
+    """Data, sampler, loss, backbone and head from their config groups, in a Trainer."""
+    tc = cfg.trainer
     log.info("data: %s", cfg.data._target_)
     data = instantiate(cfg.data)
     if not data.labelled:
@@ -74,18 +90,11 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, dict
     with distributed.main_process_first():
         backbone = instantiate(cfg.backbone).to(device)
     head = instantiate(cfg.head)(in_dim=backbone.hidden_size).to(device)
-
-    trainer = Trainer(tc, data=data, records=records, label_map=label_map, sampler=sampler, backbone=backbone,
-                      head=head, loss_fn=loss_fn.to(device), make_optimizer=instantiate(cfg.optim),
-                      tracker=start_tracker(cfg, output_dir, rank == 0), output_dir=output_dir,
-                      config=OmegaConf.to_container(cfg, resolve=True, enum_to_str=True), run_name=cfg.task_name,
-                      rank=rank, world_size=world_size, device=device)
-    results = trainer.fit(cfg.ckpt_path)
-    if rank == 0 and trainer.completed:
-        p = trainer.progress
-        log.info("results (%d val images; best %s %.4f at epoch %d, saved as checkpoints/best.pt):\n%s",
-                 len(records["val"]), tc.monitor, p.best, p.best_epoch, format_table(results))
-    return results
+    return Trainer(tc, data=data, records=records, label_map=label_map, sampler=sampler, backbone=backbone,
+                   head=head, loss_fn=loss_fn.to(device), make_optimizer=instantiate(cfg.optim),
+                   tracker=start_tracker(cfg, output_dir, rank == 0), output_dir=output_dir,
+                   config=OmegaConf.to_container(cfg, resolve=True, enum_to_str=True), run_name=cfg.task_name,
+                   rank=rank, world_size=world_size, device=device)
 
 
 register_configs()
@@ -100,6 +109,7 @@ def main(cfg: DictConfig) -> float:
         return trained[cfg.optimized_metric] if trained else None
     except TrainingInterrupted as stop:
         log.warning("%s", stop)
+        stop.hand_over()  # submitit's SIGUSR2 handler requeues the job (and exits)
         sys.exit(128 + stop.signum)
     finally:
         distributed.teardown()

@@ -12,8 +12,10 @@ class ProjectionHead(nn.Module):
 
     The input BatchNorm (``input_norm="batch"``) standardises backbone features, whose offset and
     scale differ by model, layer and pooling (mean-pooled features share a large common
-    component). Its statistics are per process: on CPU, torch has no SyncBatchNorm, so a
-    multi-process run that must match a single-process one uses ``input_norm="none"``.
+    component). Under torchrun each process normalises a training batch with that batch's own
+    statistics (on CPU torch has no SyncBatchNorm), and the running statistics are averaged over
+    the processes before every evaluation, so every rank evaluates and saves the same model; a
+    multi-process run that must match a single-process one step for step uses ``input_norm="none"``.
     ``in_dim`` is the backbone's hidden size, known only once it is loaded (``_partial_``); the other
     arguments are the ``head`` config group's (``charfeat.config.HeadConfig``).
     """

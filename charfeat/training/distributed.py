@@ -1,12 +1,19 @@
-"""Several processes under torchrun: one process group, rank 0 owns the outputs, the loss sees
-the global batch.
+"""Several processes under torchrun: one process group, rank 0 owns the outputs and the decisions,
+the loss sees the global batch.
 
 Only the trainable parameters are kept in sync (broadcast once, gradients averaged at each
-optimizer step). DDP would broadcast every parameter of a frozen multi-GB backbone at
-construction and would need the head and backbone behind one module; averaging by hand costs
-one all-reduce of the (small) trainable part.
+optimizer step, in buckets: one all-reduce per ~25 MB, not one per tensor). DDP would broadcast
+every parameter of a frozen multi-GB backbone at construction and would need the head and
+backbone behind one module. Buffers (the head's BatchNorm statistics) are averaged before every
+evaluation, so every rank holds the same model; metrics are computed once, on rank 0, and every
+rank receives them, so early stopping and the best checkpoint are one decision for all.
+
+The process group has gloo for CPU tensors and, where CUDA is available, NCCL for CUDA tensors:
+it starts before the run's device is known (a resumed run takes it from the checkpoint's config),
+and small control messages (flags, metrics, RNG states) always travel over gloo.
 """
 
+import logging
 import os
 import warnings
 from contextlib import contextmanager
@@ -14,25 +21,41 @@ from contextlib import contextmanager
 import torch
 import torch.distributed as dist
 
+BUCKET_BYTES = 25 * 2**20  # DDP's default bucket size
+
+
+def init() -> tuple[int, int]:
+    """(rank, world size); starts the process group when launched by torchrun (WORLD_SIZE > 1)."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size > 1 and not dist.is_initialized():
+        cuda = torch.cuda.is_available() and dist.is_nccl_available()
+        dist.init_process_group("cpu:gloo,cuda:nccl" if cuda else "gloo")
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    return rank, world_size
+
+
+def local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
 
 def pick_device(name: str) -> torch.device:
-    """``auto``: this process's GPU (LOCAL_RANK under torchrun) if there is one, else the CPU."""
+    """``auto``: this process's GPU if there is one, else the CPU; ``cuda``: this process's GPU.
+
+    This process's GPU is ``cuda:<LOCAL_RANK>`` under torchrun, so ranks never share one;
+    ``cuda:N`` names one GPU (a single process). ``charfeat.config.validate`` has checked the name.
+    """
     if name == "auto":
-        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(f"cuda:{local_rank()}" if name == "cuda" else name)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    return device
 
 
-def setup(device_name: str) -> tuple[int, int, torch.device]:
-    """(rank, world size, device); starts the process group when launched by torchrun."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    device = pick_device(device_name)
-    if world_size > 1 and not dist.is_initialized():
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    rank = dist.get_rank() if dist.is_initialized() else 0
-    return rank, world_size, device
+def quiet_other_ranks(rank: int) -> None:
+    """Under torchrun, only rank 0 logs below WARNING (one log stream, one set of epoch lines)."""
+    if rank > 0:
+        logging.getLogger().setLevel(logging.WARNING)
 
 
 @contextmanager
@@ -53,6 +76,11 @@ def teardown() -> None:
 
 def active() -> bool:
     return dist.is_initialized() and dist.get_world_size() > 1
+
+
+def barrier() -> None:
+    if active():
+        dist.barrier()
 
 
 def gather_batch(embeddings: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -80,24 +108,77 @@ def broadcast_parameters(params: list[torch.Tensor]) -> None:
             dist.broadcast(param.data, src=0)
 
 
+def buckets(tensors: list[torch.Tensor], max_bytes: int = BUCKET_BYTES) -> list[list[torch.Tensor]]:
+    """Consecutive tensors of one dtype and device, grouped up to ``max_bytes`` (a larger tensor alone)."""
+    groups: list[list[torch.Tensor]] = []
+    size = 0
+    for tensor in tensors:
+        nbytes = tensor.numel() * tensor.element_size()
+        last = groups[-1] if groups else None
+        if last and (last[0].dtype, last[0].device) == (tensor.dtype, tensor.device) and size + nbytes <= max_bytes:
+            last.append(tensor)
+            size += nbytes
+        else:
+            groups.append([tensor])
+            size = nbytes
+    return groups
+
+
 def average_gradients(params: list[torch.Tensor]) -> None:
-    if active():
-        world_size = dist.get_world_size()
-        for param in params:
-            if param.grad is None:
-                param.grad = torch.zeros_like(param)
-            dist.all_reduce(param.grad)
-            param.grad /= world_size
+    """Every rank's gradients replaced by their mean: one all-reduce per bucket of flattened gradients."""
+    if not active():
+        return
+    world_size = dist.get_world_size()
+    for param in params:
+        if param.grad is None:  # unused this step (a batch without images leaves the vision tower idle)
+            param.grad = torch.zeros_like(param)
+    for bucket in buckets([param.grad for param in params]):
+        flat = torch.cat([grad.reshape(-1) for grad in bucket])
+        dist.all_reduce(flat)
+        flat /= world_size
+        for grad, piece in zip(bucket, flat.split([grad.numel() for grad in bucket])):
+            grad.copy_(piece.view_as(grad))
+
+
+def average_buffers(modules: list[torch.nn.Module]) -> None:
+    """Floating-point buffers (BatchNorm running statistics) averaged over the ranks, so every rank
+    evaluates and saves the same model."""
+    if not active():
+        return
+    buffers = [buffer for module in modules for buffer in module.buffers() if buffer.is_floating_point()]
+    for bucket in buckets(buffers):
+        flat = torch.cat([buffer.reshape(-1) for buffer in bucket])
+        dist.all_reduce(flat)
+        flat /= dist.get_world_size()
+        for buffer, piece in zip(bucket, flat.split([buffer.numel() for buffer in bucket])):
+            buffer.copy_(piece.view_as(buffer))
 
 
 def any_rank(flag: bool) -> bool:
     """True on every rank if it is true on any: stop decisions must be collective."""
     if not active():
         return flag
-    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
-    value = torch.tensor([int(flag)], device=device)
+    value = torch.tensor([int(flag)])  # a CPU tensor: gloo
     dist.all_reduce(value)
     return bool(value.item())
+
+
+def broadcast_object(obj):
+    """Rank 0's ``obj`` on every rank (picklable; what rank 0 decided)."""
+    if not active():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def gather_objects(obj) -> list:
+    """Every rank's ``obj``, in rank order, on every rank."""
+    if not active():
+        return [obj]
+    gathered = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, obj)
+    return gathered
 
 
 def gather_shards(shard: torch.Tensor, total: int) -> torch.Tensor:
@@ -105,8 +186,7 @@ def gather_shards(shard: torch.Tensor, total: int) -> torch.Tensor:
     if not active():
         return shard
     world_size = dist.get_world_size()
-    pieces = [None] * world_size
-    dist.all_gather_object(pieces, shard.cpu())
+    pieces = gather_objects(shard.cpu())
     out = torch.empty(total, *shard.shape[1:], dtype=shard.dtype)
     for rank, piece in enumerate(pieces):
         out[rank::world_size] = piece

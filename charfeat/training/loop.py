@@ -1,5 +1,6 @@
 """The training loop: P×K batches through the backbone (or its cached features), the head and the
-loss; an evaluation and checkpoints after every epoch; exact resume; a clean stop on SIGTERM.
+loss; an evaluation and checkpoints after every epoch; exact resume; a clean stop on SIGTERM, SIGINT
+or SIGUSR2 (``signals.py``).
 
 With a frozen backbone, features are extracted once per split (through the feature cache) and the
 head trains on them; otherwise images go through the backbone at every step.
@@ -10,6 +11,8 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import os
+import shutil
 import signal
 from collections import Counter
 from pathlib import Path
@@ -22,6 +25,7 @@ from charfeat.config import Precision
 from charfeat.data.labels import encode_labels
 from charfeat.data.records import Record
 from charfeat.data.sources.base import DataSource
+from charfeat.errors import ConfigError, UserError
 from charfeat.evaluation.metrics import chance_metrics, retrieval_metrics
 from charfeat.evaluation.plots import save_plots
 from charfeat.evaluation.results import scalars, with_class_names, write_metrics
@@ -30,7 +34,8 @@ from charfeat.inference import embed_features, embed_records
 from charfeat.training import distributed
 from charfeat.training.schedule import lr_factor
 from charfeat.training.signals import StopSignal, TrainingInterrupted
-from charfeat.training.state import Progress, read_checkpoint, rng_state, save_checkpoint, set_rng_state
+from charfeat.training.checkpoint import read_checkpoint, save_checkpoint
+from charfeat.training.state import Progress, rng_state, set_rng_state
 
 log = logging.getLogger(__name__)
 
@@ -81,18 +86,20 @@ class Trainer:
     def main_process(self) -> bool:
         return self.rank == 0
 
-    def fit(self, ckpt_path: str | None = None) -> dict[str, dict]:
+    def fit(self, saved: dict | None = None, source: str | None = None) -> dict[str, dict]:
         """Train, evaluating after every epoch; write metrics.json and plots (rank 0).
 
-        Returns {"trained", "untrained", "chance"}; a run paused by ``trainer.max_steps`` returns
-        what it has so far (no "trained" before its first epoch ends) and writes no metrics.json.
+        ``saved`` is the checkpoint read from ``source`` to resume from. Returns {"trained", "untrained",
+        "chance"}, "trained" being the best epoch's metrics (the model ``checkpoints/best.pt`` holds); a
+        run paused by ``trainer.max_steps`` returns what it has so far (no "trained" before its first
+        epoch ends) and writes no metrics.json.
         """
         if self.backbone.frozen:
             self._extract_features()
         majority = Counter(self.labels["train"].tolist()).most_common(1)[0][0]
         self.results = {"untrained": self.evaluate(), "chance": chance_metrics(self.labels["val"], majority)}
-        if ckpt_path is not None:
-            self.resume(ckpt_path)
+        if saved is not None:
+            self.resume(saved, source)
         try:
             self.tracker.summarize(self.data.issue_summary())  # counts of skipped/filtered records and images
             self.tracker.log(scalars(self.results["untrained"], "val/untrained/"), step=0)
@@ -101,8 +108,7 @@ class Trainer:
                 return self.results
             self.completed = True
             results = {name: self.results[name] for name in ("trained", "untrained", "chance")}
-            if self.main_process:
-                self._write_outputs(results)
+            self._write_outputs(results)
         except BaseException:
             self.tracker.finish(exit_code=1)
             raise
@@ -119,7 +125,8 @@ class Trainer:
     def _run_epochs(self) -> bool:
         """The remaining epochs; True when ``trainer.max_steps`` paused the run."""
         p = self.progress
-        bar = tqdm(total=self.cfg.epochs * len(self.sampler), initial=p.step, desc="train", unit="step")
+        bar = tqdm(total=self.cfg.epochs * len(self.sampler), initial=p.step, desc="train", unit="step",
+                   disable=not self.main_process)
         try:
             with StopSignal() as stop:
                 while p.epoch < self.cfg.epochs:
@@ -148,7 +155,8 @@ class Trainer:
             if distributed.any_rank(stop.signum is not None) or at_max:
                 path = self.save("last")
                 if not at_max:
-                    raise TrainingInterrupted(stop.signum or signal.SIGTERM, path)
+                    signum = stop.signum or signal.SIGTERM  # another rank got it
+                    raise TrainingInterrupted(signum, path, stop.previous(signum))
                 log.info("stopped at trainer.max_steps=%d; resume with ckpt_path=%s", max_steps, path)
                 return True
         return False
@@ -175,17 +183,17 @@ class Trainer:
         return loss.item(), mined
 
     def _end_epoch(self, epoch: int) -> bool:
-        """Evaluate, keep the best checkpoint, save the last; True when early stopping ends the run."""
+        """Evaluate, keep the best epoch (its metrics are "trained", its model best.pt), save the last;
+        True when early stopping ends the run. Every rank decides alike: they share rank 0's metrics."""
         p, monitor, patience = self.progress, self.cfg.monitor, self.cfg.patience
         self.sampler_state = self.sampler.state_dict()
         p.epoch, p.step_in_epoch = epoch, 0
-        self.results["trained"] = self.evaluate()
-        self.tracker.log(scalars(self.results["trained"], "val/"), step=p.step)
-        log.info("epoch %d: %s", epoch,
-                 ", ".join(f"{k} {v:.4f}" for k, v in scalars(self.results["trained"], "").items()))
-        score = self.results["trained"][monitor]
-        if p.best is None or score > p.best:
-            p.best, p.best_epoch, p.stale_epochs = score, epoch, 0
+        metrics = self.evaluate()
+        self.tracker.log(scalars(metrics, "val/"), step=p.step)
+        log.info("epoch %d: %s", epoch, ", ".join(f"{k} {v:.4f}" for k, v in scalars(metrics, "").items()))
+        if p.best is None or metrics[monitor] > p.best:
+            p.best, p.best_epoch, p.stale_epochs = metrics[monitor], epoch, 0
+            self.results["trained"] = {**metrics, "checkpoint": {"path": "checkpoints/best.pt", "epoch": epoch}}
             self.save("best")
         else:
             p.stale_epochs += 1
@@ -206,40 +214,48 @@ class Trainer:
         return out.float()
 
     def embed_split(self, split: str) -> torch.Tensor:
-        """Embeddings of every record of ``split``, in order, on the CPU (both modules in eval mode)."""
+        """Embeddings of every record of ``split``, in order, on the CPU, on every rank (each embeds
+        every world_size-th record); both modules in eval mode."""
         self.backbone.eval()
+        shard = slice(self.rank, None, self.world_size)
         with autocast(self.device, self.cfg.precision):
             if self.features is not None:
-                return embed_features(self.head, self.features[split], self.cfg.embed_batch_size, self.device)
-            return embed_records(self.backbone, self.head, self.data, split, self.records[split],
-                                 self.cfg.embed_batch_size, self.device)
+                mine = embed_features(self.head, self.features[split][shard], self.cfg.embed_batch_size, self.device)
+            else:
+                mine = embed_records(self.backbone, self.head, self.data, split, self.records[split][shard],
+                                     self.cfg.embed_batch_size, self.device)
+        return distributed.gather_shards(mine, len(self.records[split]))
 
     def evaluate(self) -> dict:
-        """Retrieval metrics of the validation split, per-class results keyed by class name."""
+        """Retrieval metrics of the validation split, per-class results keyed by class name: computed on
+        rank 0 from the model every rank holds (buffers averaged first), received by every rank."""
+        distributed.average_buffers([self.head, self.loss_fn])
         embeddings = self.embed_split("val")
-        return with_class_names(retrieval_metrics(embeddings, self.labels["val"], len(self.label_map)),
-                                list(self.label_map))
+        metrics = None
+        if self.main_process:
+            metrics = with_class_names(retrieval_metrics(embeddings, self.labels["val"], len(self.label_map)),
+                                       list(self.label_map))
+        return distributed.broadcast_object(metrics)
 
     def save(self, name: str) -> Path:
-        """checkpoints/<name>.pt (rank 0 writes it); returns its path."""
+        """checkpoints/<name>.pt (rank 0 writes it, with every rank's RNG state); returns its path."""
         path = self.output_dir / "checkpoints" / f"{name}.pt"
+        rng = distributed.gather_objects(rng_state())
         if self.main_process:
-            save_checkpoint(path, head=self.head.state_dict(),
-                            backbone_trainable=self.backbone.trainable_state_dict(),
-                            loss=self.loss_fn.state_dict(), optimizer=self.optimizer.state_dict(),
-                            scheduler=self.scheduler.state_dict(), sampler=self.sampler_state, rng=rng_state(),
+            save_checkpoint(path, head=cpu_state(self.head), backbone_trainable=self.backbone.trainable_state_dict(),
+                            loss=cpu_state(self.loss_fn), optimizer=self.optimizer.state_dict(),
+                            scheduler=self.scheduler.state_dict(), sampler=self.sampler_state, rng=rng,
                             results=self.results, label_map=self.label_map, config=self.config,
                             **self.progress.to_dict())
         return path
 
-    def resume(self, ckpt_path: str) -> None:
-        """Continue exactly where the checkpoint stopped: weights, optimizer, schedule, batches, RNG."""
-        saved = read_checkpoint(ckpt_path)
+    def resume(self, saved: dict, source: str) -> None:
+        """Continue exactly where the checkpoint ``saved`` (read from ``source``) stopped: weights, optimizer,
+        schedule, batches, every rank's RNG; its best checkpoint is carried into this run's dir."""
         if saved["label_map"] != self.label_map:
-            raise ValueError(f"ckpt_path={ckpt_path}: its classes {list(saved['label_map'])} differ from "
-                             f"this data's {list(self.label_map)}")
-        self.head.load_state_dict(saved["head"])
-        self.backbone.load_trainable_state_dict(saved["backbone_trainable"])
+            raise ConfigError(f"ckpt_path={source}: its classes {list(saved['label_map'])} differ from "
+                              f"this data's {list(self.label_map)}")
+        self._load_weights(saved)
         self.loss_fn.load_state_dict(saved["loss"])
         self.optimizer.load_state_dict(saved["optimizer"])
         saved["scheduler"].pop("base_lrs")  # this run's learning rates win over the checkpoint's
@@ -250,15 +266,59 @@ class Trainer:
         self.sampler_state = saved["sampler"]
         self.results.update(saved["results"])
         self.progress = Progress.from_checkpoint(saved)
-        set_rng_state(saved["rng"])
-        log.info("resumed from %s at epoch %d, step %d", ckpt_path, self.progress.epoch, self.progress.step)
+        states = saved["rng"]
+        if len(states) != self.world_size:
+            log.warning("resume: the checkpoint was written by %d process(es), this run has %d: random draws "
+                        "will not replay exactly", len(states), self.world_size)
+        set_rng_state(states[self.rank] if len(states) == self.world_size else states[0])
+        self._carry_best(source)
+        log.info("resumed from %s at epoch %d, step %d", source, self.progress.epoch, self.progress.step)
+
+    def _load_weights(self, saved: dict) -> None:
+        self.head.load_state_dict(saved["head"])
+        self.backbone.load_trainable_state_dict(saved["backbone_trainable"])
+
+    def _carry_best(self, source: str) -> None:
+        """Copy the resumed run's ``best.pt`` (beside ``source``) into this run's dir, so the best epoch
+        so far keeps its checkpoint (rank 0)."""
+        best_epoch, target = self.progress.best_epoch, self.output_dir / "checkpoints" / "best.pt"
+        origin = Path(source).expanduser().with_name("best.pt")
+        if not self.main_process or best_epoch == 0 or target.resolve() == origin.resolve():
+            return
+        try:
+            epoch = read_checkpoint(origin, mmap=True)["epoch"]
+        except (OSError, KeyError, UserError):
+            epoch = None
+        if epoch != best_epoch:
+            log.warning("resume: no best.pt of epoch %d beside %s: this run writes checkpoints/best.pt when an "
+                        "epoch beats that one", best_epoch, source)
+            return
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(target.name + ".tmp")
+        shutil.copyfile(origin, tmp)
+        os.replace(tmp, target)
+        log.info("resume: carried over the best checkpoint (epoch %d) from %s", best_epoch, origin)
 
     def _write_outputs(self, results: dict[str, dict]) -> None:
+        """metrics.json and the plots, of the best epoch's model (rank 0 writes; every rank embeds)."""
+        best = self.output_dir / "checkpoints" / "best.pt"
+        if self.cfg.plots:
+            distributed.barrier()  # rank 0 has written best.pt
+            if self.progress.best_epoch != self.progress.epoch and best.is_file():
+                self._load_weights(read_checkpoint(best))
+            embeddings = self.embed_split("val")
+        if not self.main_process:
+            return
         write_metrics(self.output_dir / "metrics.json", results)
-        self.tracker.log_checkpoint(self.output_dir / "checkpoints" / "best.pt", name=f"{self.run_name}-best")
-        if self.cfg.plots:  # of the model as it ends (checkpoints/last.pt)
-            self.tracker.log_images(save_plots(self.output_dir / "plots", self.embed_split("val"),
-                                               self.labels["val"], list(self.label_map), self.data, "val",
-                                               self.records["val"]))
+        if best.is_file():
+            self.tracker.log_checkpoint(best, name=f"{self.run_name}-best")
+        if self.cfg.plots:
+            self.tracker.log_images(save_plots(self.output_dir / "plots", embeddings, self.labels["val"],
+                                               list(self.label_map), self.data, "val", self.records["val"]))
         self.tracker.summarize({k: v for model, metrics in results.items()
                                 for k, v in scalars(metrics, f"{model}/").items()})
+
+
+def cpu_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A module's state dict on the CPU, for a checkpoint."""
+    return {name: value.detach().cpu() for name, value in module.state_dict().items()}

@@ -12,6 +12,7 @@ import torch
 
 from charfeat.config import PKSamplerConfig, build
 from charfeat.data.sampler import SamplerConfigError
+from charfeat.training import distributed
 
 # dropout off and no input BatchNorm: both would differ per process by design (per-process RNG,
 # per-process batch statistics: torch has no SyncBatchNorm on CPU)
@@ -55,3 +56,72 @@ def test_two_processes_match_one(cache_dir, tmp_path):
     # rank 0 alone wrote an output dir: nothing else appeared beside the two runs
     assert sorted(p.name for p in tmp_path.iterdir()) == ["one", "two"]
     assert (tmp_path / "two" / ".hydra").is_dir()
+
+
+def test_cuda_means_this_processs_gpu_under_torchrun(monkeypatch):
+    """trainer.device=cuda (or auto) puts rank r of a node on cuda:<LOCAL_RANK>, never every rank on cuda:0."""
+    chosen = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert distributed.pick_device("cuda") == torch.device("cuda:1")
+    assert distributed.pick_device("auto") == torch.device("cuda:1")
+    assert chosen == [torch.device("cuda:1")] * 2
+    assert distributed.pick_device("cpu") == torch.device("cpu")
+
+
+def average_in_two_processes(rank: int, init_file: str, results: dict) -> None:
+    """One of 2 gloo ranks: average the gradients of 40 small parameters, counting all-reduces."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    calls = []
+    reduce = dist.all_reduce
+    dist.all_reduce = lambda tensor, *args, **kwargs: calls.append(tensor.numel()) or reduce(tensor, *args, **kwargs)
+    params = [torch.nn.Parameter(torch.zeros(i + 1, 3)) for i in range(40)]
+    for i, param in enumerate(params[:-1]):  # the last one is unused on every rank: its gradient is None
+        param.grad = torch.full_like(param, float(rank + i))
+    distributed.average_gradients(params)
+    results[rank] = ([param.grad.clone() for param in params], calls)
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_gradients_are_averaged_in_buckets(tmp_path):
+    import torch.multiprocessing as mp
+
+    with mp.Manager() as manager:
+        results = manager.dict()
+        mp.spawn(average_in_two_processes, args=(str(tmp_path / "init"), results), nprocs=2)
+        results = dict(results)
+    for rank in (0, 1):
+        grads, calls = results[rank]
+        assert calls == [sum((i + 1) * 3 for i in range(40))]  # one all-reduce for all 40 tensors
+        for i, grad in enumerate(grads[:-1]):
+            assert torch.equal(grad, torch.full_like(grad, i + 0.5))  # mean of rank + i over ranks 0 and 1
+        assert torch.equal(grads[-1], torch.zeros(40, 3))
+    assert [len(bucket) for bucket in distributed.buckets([torch.zeros(10)] * 3, max_bytes=80)] == [2, 1]
+
+
+@pytest.mark.slow
+def test_two_processes_with_the_default_head_stop_early_together(cache_dir, tmp_path):
+    """BatchNorm and dropout on, early stopping: every rank evaluates the same model and takes rank 0's
+    metrics, so they stop at the same epoch; rank 0 alone logs, draws the bar and writes metrics.json."""
+    env = {**os.environ, "CHARFEAT_CACHE_DIR": str(cache_dir), "HF_HUB_OFFLINE": "1"}
+    torchrun = Path(sys.executable).with_name("torchrun")
+    result = subprocess.run([str(torchrun), "--nproc_per_node=2", "--log-dir=logs", "--redirects=3", "-m",
+                             "charfeat.train", "sampler.p=4", "logger=none", "trainer.monitor=precision_at_1",
+                             "trainer.patience=1", "trainer.plots=false", "hydra.run.dir=run"],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    ranks = {int(p.parent.name): p.parent for p in tmp_path.glob("logs/*/attempt_0/*/stderr.log")}
+    output = {rank: (d / "stdout.log").read_text() + (d / "stderr.log").read_text() for rank, d in ranks.items()}
+    assert result.returncode == 0, output.get(0, result.stderr)[-3000:] + output.get(1, "")[-3000:]
+
+    last = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
+    assert last["epoch"] < 10 and last["stale_epochs"] == 1  # early stopping ended it: on both ranks, or no exit 0
+    assert output[0].count("early stop:") == 1 and output[0].count(f"epoch {last['epoch']}:") == 1
+    assert "train:" in output[0]  # the progress bar
+    assert "epoch 1:" not in output[1] and "train:" not in output[1] and "early stop" not in output[1]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["trained"]["checkpoint"]["epoch"] == last["best_epoch"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["logs", "run"]  # one output dir, one metrics.json

@@ -12,6 +12,7 @@ import charfeat.models.losses
 from charfeat.train import train
 from charfeat.training.signals import TrainingInterrupted
 from configured import load_without_charfeat
+from trained_run import run_module
 
 pytestmark = pytest.mark.slow
 BASE = ("logger=none", "trainer.epochs=3", "data.train_per_class=12", "data.val_per_class=6",
@@ -89,11 +90,70 @@ def test_missing_resume_checkpoint_is_an_error(compose_cfg, tmp_path):
         train(compose_cfg(*BASE, f"ckpt_path={tmp_path}/nope.pt"))
 
 
-def test_best_checkpoint_and_early_stopping(compose_cfg, tmp_path):
-    results = train(compose_cfg(*BASE, "trainer.epochs=30", "trainer.patience=1", "optim.lr=0.05"))
-    best = torch.load(tmp_path / "run" / "checkpoints" / "best.pt", weights_only=False)
-    last = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=False)
+def test_best_checkpoint_and_early_stopping(compose_cfg, tmp_path, caplog):
+    with caplog.at_level("INFO"):
+        results = train(compose_cfg(*BASE, "trainer.epochs=30", "trainer.patience=1", "optim.lr=0.05"))
+    best = torch.load(tmp_path / "run" / "checkpoints" / "best.pt", weights_only=True)
+    last = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
     assert last["epoch"] < 30  # stopped early
     assert last["stale_epochs"] == 1 and best["epoch"] == last["best_epoch"] == last["epoch"] - 1
     assert best["best"] == pytest.approx(best["results"]["trained"]["mean_average_precision_at_r"])
-    assert results["trained"]["mean_average_precision_at_r"] <= best["best"]
+    # "trained" is the best epoch, the model best.pt holds, not the last one (patience epochs past it)
+    assert results["trained"]["mean_average_precision_at_r"] == best["best"]
+    assert results["trained"]["checkpoint"] == {"path": "checkpoints/best.pt", "epoch": best["epoch"]}
+    written = json.loads((tmp_path / "run" / "metrics.json").read_text())["trained"]
+    assert written["precision_at_1"] == best["results"]["trained"]["precision_at_1"]
+    assert f"trained = epoch {best['epoch']} of {last['epoch']}, the best mean_average_precision_at_r" in caplog.text
+
+
+def test_each_checkpoint_is_read_once_on_resume(compose_cfg, tmp_path, monkeypatch):
+    train(compose_cfg(*BASE, "trainer.max_steps=2"))
+    last = tmp_path / "run" / "checkpoints" / "last.pt"
+    loads = []
+    load = torch.load
+    monkeypatch.setattr(torch, "load", lambda path, *args, **kwargs: loads.append(str(path)) or load(path, *args,
+                                                                                                       **kwargs))
+    overrides = [f"ckpt_path={last}"]
+    resumed = compose_cfg(*BASE, *overrides)
+    resumed.paths.output_dir = str(tmp_path / "resumed")
+    train(resumed, overrides=overrides)
+    assert loads.count(str(last)) == 1
+
+
+def test_resume_carries_the_best_checkpoint_over(compose_cfg, tmp_path, caplog):
+    """Interrupted in epoch 3 after its best epoch; the resumed run pauses before an epoch ends, so
+    only a carried-over best.pt can be in its dir."""
+    train(compose_cfg(*BASE, "trainer.max_steps=7"))  # 3 batches an epoch
+    first = tmp_path / "run" / "checkpoints"
+    best_epoch = torch.load(first / "last.pt", weights_only=True)["best_epoch"]
+    assert best_epoch in (1, 2)
+    resumed = compose_cfg(*BASE, f"ckpt_path={first / 'last.pt'}", "trainer.max_steps=8")
+    resumed.paths.output_dir = str(tmp_path / "resumed")
+    with caplog.at_level("INFO"):
+        train(resumed)
+    carried = tmp_path / "resumed" / "checkpoints" / "best.pt"
+    assert carried.read_bytes() == (first / "best.pt").read_bytes()
+    assert torch.load(carried, weights_only=True)["epoch"] == best_epoch
+    assert f"carried over the best checkpoint (epoch {best_epoch})" in caplog.text
+
+
+def test_resume_applies_an_experiment_and_a_deleted_group_and_logs_them(cache_dir, tmp_path):
+    """As a user types it: a user's experiment file (a preset of global keys) and ~logger on resume."""
+    (tmp_path / "presets" / "experiment").mkdir(parents=True)
+    (tmp_path / "presets" / "experiment" / "wider.yaml").write_text(
+        "# @package _global_\nloss:\n  margin: 0.35\ntrainer:\n  schedule: constant\n")
+    small = [arg for arg in BASE if arg != "logger=none"]
+    first = run_module("charfeat.train", [*small, "trainer.max_steps=4", "hydra.run.dir=first"], tmp_path, cache_dir)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert list((tmp_path / "first").glob("wandb/offline-run-*"))
+    resumed = run_module("charfeat.train", [*small, "ckpt_path=first/checkpoints/last.pt", "~logger",
+                                            f"hydra.searchpath=[file://{tmp_path / 'presets'}]", "experiment=wider",
+                                            "hydra.run.dir=second"], tmp_path, cache_dir)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    log = resumed.stdout + resumed.stderr
+    assert "the command line wins: loss.margin: 0.2 -> 0.35" in log
+    assert "the command line wins: trainer.schedule: 'cosine' -> 'constant'" in log
+    assert "the command line wins: logger: {'_target_': 'charfeat.tracking.WandbTracker'" in log
+    saved = torch.load(tmp_path / "second" / "checkpoints" / "last.pt", weights_only=True)["config"]
+    assert saved["loss"]["margin"] == 0.35 and saved["trainer"]["schedule"] == "constant" and saved["logger"] is None
+    assert not list((tmp_path / "second").glob("wandb"))

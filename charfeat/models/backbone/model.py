@@ -15,10 +15,17 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from charfeat.config import AttnImplementation, Dtype, Pooling, TextMode, TrainMode
+from charfeat.config import AttnImplementation, Dtype, Pooling, TextMode, TrainMode, float16_training_problem
+from charfeat.errors import ConfigError
 from charfeat.models.backbone.pooling import last_token, masked_mean
 
 log = logging.getLogger(__name__)
+
+# The version of what charfeat computes as a frozen feature: the chat template, the processor settings,
+# image decoding, pooling and its precision. Any change to them must bump it: the feature cache is keyed
+# by it, so features computed by the old code are never reused (tests/features/test_feature_version.py
+# fails when the feature of a fixed input changes while this stays the same).
+FEATURE_VERSION = 2  # 2: pooling accumulates in float32 and masks padding with masked_fill
 
 
 class Qwen3VLBackbone(nn.Module):
@@ -26,7 +33,10 @@ class Qwen3VLBackbone(nn.Module):
 
     The arguments are the keys of the ``backbone`` config group, stated with their defaults and
     meanings in ``charfeat.config.BackboneConfig``. A frozen backbone gets no gradients, stays in
-    eval mode and runs under no_grad; embeddings are float32 whatever the weights' dtype.
+    eval mode and runs under no_grad; embeddings are float32 whatever the weights' dtype. Trainable
+    parameters are float32 whatever ``dtype`` is (the frozen rest keeps it): an optimizer that
+    updates bfloat16 weights in place loses most small updates; the forward runs under the
+    trainer's autocast.
     """
 
     def __init__(
@@ -54,6 +64,8 @@ class Qwen3VLBackbone(nn.Module):
         if pooling == Pooling.vision and text != TextMode.none:
             raise ValueError(f"pooling=vision with text={text}: image tokens come before the text and "
                              "attention is causal, so the text could never reach the pooled tokens")
+        if problem := float16_training_problem(dtype, train):
+            raise ConfigError(problem)
         from transformers import AutoModel
 
         from charfeat.models.backbone.processor import Qwen3VLImageTextProcessor
@@ -91,7 +103,7 @@ class Qwen3VLBackbone(nn.Module):
 
     def _set_trainable(self, lora_r: int, lora_alpha: int, lora_dropout: float, lora_target_modules: str,
                        gradient_checkpointing: bool) -> None:
-        """Exactly the parameters of ``train_mode`` require gradients; a frozen model stays in eval mode."""
+        """Exactly the parameters of ``train_mode`` require gradients, in float32; a frozen model stays in eval mode."""
         train = self.train_mode
         self.model.requires_grad_(False)
         if train == TrainMode.lora:
@@ -105,6 +117,9 @@ class Qwen3VLBackbone(nn.Module):
             self.model.activation_checkpointing_enable({"use_reentrant": False})
         if train == TrainMode.frozen:
             self.model.eval()
+        for param in self.model.parameters():
+            if param.requires_grad and param.dtype != torch.float32:
+                param.data = param.data.float()  # master weights: AdamW steps of 1e-5 vanish in bfloat16
 
     def _add_lora(self, r: int, alpha: int, dropout: float, target_modules: str) -> None:
         from peft import LoraConfig, inject_adapter_in_model
@@ -203,16 +218,21 @@ class Qwen3VLBackbone(nn.Module):
             hidden = out.hidden_states[self.layer] if want_layer else out.last_hidden_state
             mask = inputs["attention_mask"].bool()
             if self.pooling == Pooling.mean:
-                pooled = masked_mean(hidden, mask)
-            elif self.pooling == Pooling.last:
-                pooled = last_token(hidden, mask)
-            else:
-                pooled = masked_mean(hidden, mask & (inputs["input_ids"] == self.image_token_id))
-            return pooled.float()
+                return masked_mean(hidden, mask)
+            if self.pooling == Pooling.last:
+                return last_token(hidden, mask)
+            image_mask = mask & (inputs["input_ids"] == self.image_token_id)
+            if not image_mask.any(dim=1).all():
+                rows = (~image_mask.any(dim=1)).nonzero().flatten().tolist()
+                raise ValueError(f"pooling=vision: input row(s) {rows} have no image tokens to pool")
+            return masked_mean(hidden, image_mask)
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
-        """Only the parameters that train (none when frozen, the adapter for LoRA): what a checkpoint stores."""
-        return {name: param.detach().clone() for name, param in self.named_parameters() if param.requires_grad}
+        """Only the parameters that train (none when frozen, the adapter for LoRA): what a checkpoint stores.
+
+        Copies on the CPU: a GPU model is never cloned on the GPU to be saved."""
+        return {name: param.detach().to("cpu", copy=True) for name, param in self.named_parameters()
+                if param.requires_grad}
 
     def load_trainable_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         """Load what `trainable_state_dict` saved into a backbone built with the same config."""
@@ -232,6 +252,8 @@ class Qwen3VLBackbone(nn.Module):
         from charfeat.models.backbone.revision import model_revision
 
         return {
+            "feature_code": FEATURE_VERSION,
+            "torch": torch.__version__,
             "model": self.name_or_path,
             "revision": model_revision(self.name_or_path, self.revision),
             "prompt": self.prompt,
