@@ -14,19 +14,10 @@ import os
 import sys
 from pathlib import Path
 
-import hydra
-import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from charfeat.cli import hydra_main
 from charfeat.config import register_configs
-from charfeat.data.labels import build_label_map, save_label_map
-from charfeat.evaluation.results import format_table
-from charfeat.tracking import start_tracker
-from charfeat.training import distributed
-from charfeat.training.loop import Trainer
-from charfeat.training.signals import TrainingInterrupted
-from charfeat.training.state import resumed_config, seed_everything
 
 log = logging.getLogger(__name__)
 logging.getLogger("PML").setLevel(logging.WARNING)  # one line per k-NN call otherwise
@@ -38,6 +29,17 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, dict
     Resuming (``cfg.ckpt_path``) with the command line's ``overrides`` continues the checkpoint's
     config with those overrides on top; without them (a call from Python), ``cfg`` is used as is.
     """
+    import torch  # here, not at the top: --help answers without loading torch
+    from hydra.utils import instantiate
+
+    from charfeat.data.labels import build_label_map, save_label_map
+    from charfeat.evaluation.results import format_table
+    from charfeat.models.backbone.hub import check_available
+    from charfeat.tracking import start_tracker
+    from charfeat.training import distributed
+    from charfeat.training.loop import Trainer
+    from charfeat.training.state import resumed_config, seed_everything
+
     if cfg.ckpt_path is not None and not Path(cfg.ckpt_path).is_file():
         raise FileNotFoundError(f"ckpt_path={cfg.ckpt_path}: no such checkpoint file")
     if cfg.ckpt_path is not None and overrides is not None:
@@ -47,6 +49,7 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, dict
         raise ValueError(f"trainer.epochs must be >= 1, got {tc.epochs}")
     if tc.accumulate < 1:
         raise ValueError(f"trainer.accumulate must be >= 1, got {tc.accumulate}")
+    check_available(cfg.backbone.name_or_path, cfg.backbone.revision, cfg.backbone.build_tiny)  # before the data
     rank, world_size, device = distributed.setup(tc.device)
     seed_everything(tc.seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
@@ -91,11 +94,14 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, dict
 register_configs()
 
 
-@hydra.main(version_base="1.3", config_path="pkg://charfeat.conf", config_name="train")
+@hydra_main("train")
 def main(cfg: DictConfig) -> float:
-    try:
-        from hydra.core.hydra_config import HydraConfig
+    from hydra.core.hydra_config import HydraConfig
 
+    from charfeat.training import distributed
+    from charfeat.training.signals import TrainingInterrupted
+
+    try:
         trained = train(cfg, overrides=list(HydraConfig.get().overrides.task)).get("trained")  # absent when trainer.max_steps stopped the first epoch
         return trained[cfg.optimized_metric] if trained else None
     except TrainingInterrupted as stop:

@@ -37,7 +37,10 @@ def model_revision(name_or_path: str, revision: str | None = None) -> str:
         return _FINGERPRINTS[stats]
     from huggingface_hub import snapshot_download
 
-    snapshot = Path(snapshot_download(name_or_path, revision=revision, local_files_only=True))
+    from charfeat.models.backbone.hub import MODEL_FILES  # what was fetched: the rest of the repo is not "missing"
+
+    snapshot = Path(snapshot_download(name_or_path, revision=revision, allow_patterns=MODEL_FILES,
+                                      local_files_only=True))
     return "commit:" + snapshot.name
 
 
