@@ -11,9 +11,11 @@ from pathlib import Path
 
 
 def _files_fingerprint(directory: Path) -> str:
-    """SHA-256 over every file's relative name and content (symlinks followed)."""
+    """SHA-256 over every file's relative name and content (symlinks followed), hidden ones left out
+    (``.cache/huggingface/`` holds a download's bookkeeping when charfeat.download fetched into the dir)."""
     h = hashlib.sha256()
-    for path in sorted(p for p in directory.rglob("*") if p.is_file() and not p.name.startswith(".")):
+    for path in sorted(p for p in directory.rglob("*")
+                       if p.is_file() and not any(part.startswith(".") for part in p.relative_to(directory).parts)):
         h.update(str(path.relative_to(directory)).encode() + b"\0")
         with path.open("rb") as fh:
             for block in iter(lambda: fh.read(1 << 22), b""):

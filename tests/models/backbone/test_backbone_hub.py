@@ -2,6 +2,7 @@
 to the hub (a local stand-in here), or from the Hugging Face cache when the hub cannot be reached."""
 
 import json
+import shutil
 import socket
 from pathlib import Path
 
@@ -42,8 +43,17 @@ def test_a_directory_is_used_as_it_is(tiny_path, hf, closed_port):
     assert local_snapshot(str(tiny_path), None) == str(tiny_path)
 
 
-def test_reachable_hub_fills_the_cache_and_the_backbone_then_loads_offline(tiny_path, hf, closed_port, monkeypatch):
-    with FakeHub({REPO: tiny_path}) as fake:
+@pytest.fixture
+def hub_repo(tiny_path, tmp_path) -> Path:
+    """The tiny model as a hub repo holds it: with a README, which charfeat does not fetch."""
+    repo = tmp_path / "repo"
+    shutil.copytree(tiny_path, repo)
+    (repo / "README.md").write_text("# a model card\n")
+    return repo
+
+
+def test_reachable_hub_fills_the_cache_and_the_backbone_then_loads_offline(hub_repo, hf, closed_port, monkeypatch):
+    with FakeHub({REPO: hub_repo}) as fake:
         hf(fake.endpoint)
         folder = local_snapshot(REPO, None)
         assert folder.endswith(f"snapshots/{COMMIT}")
@@ -51,9 +61,21 @@ def test_reachable_hub_fills_the_cache_and_the_backbone_then_loads_offline(tiny_
     hf(f"http://127.0.0.1:{closed_port}", offline=True)  # the hub gone, downloads off
     monkeypatch.setattr(hub, "hub_unreachable", lambda *a: "offline in this test")
     backbone = build(BackboneConfig, name_or_path=REPO, dtype="float32", max_pixels=None, feature_cache=None)
-    hidden = json.loads((tiny_path / "config.json").read_text())["text_config"]["hidden_size"]
+    hidden = json.loads((hub_repo / "config.json").read_text())["text_config"]["hidden_size"]
     assert backbone.name_or_path == REPO and backbone.hidden_size == hidden
-    assert backbone.feature_fingerprint()["revision"] == f"commit:{COMMIT}"  # the cache key finds the snapshot
+    assert not (Path(folder) / "README.md").exists()
+    assert backbone.feature_fingerprint()["revision"] == f"commit:{COMMIT}"  # found without the README it skipped
+
+
+def test_a_downloaded_directorys_bookkeeping_does_not_change_its_fingerprint(tiny_path, tmp_path):
+    from charfeat.models.backbone.revision import model_revision
+
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_path, copy)
+    before = model_revision(str(copy))
+    (copy / ".cache" / "huggingface" / "download").mkdir(parents=True)
+    (copy / ".cache" / "huggingface" / "download" / "config.json.metadata").write_text("commit\netag\n1.5\n")
+    assert model_revision(str(copy)) == before
 
 
 def test_unreachable_hub_uses_the_cached_snapshot(tiny_path, hf, closed_port):
