@@ -43,19 +43,32 @@ def hydra_main(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Call
         def main() -> Any:
             argv = sys.argv[1:]
             if {"--help", "-h"} & set(argv) and not set(HYDRA_CONFIG_FLAGS) & set(argv):
-                from charfeat.help import render_help
-
-                text = render_help(config_name, [arg for arg in argv if not arg.startswith("-")])
-                try:
-                    print(text, flush=True)
-                except BrokenPipeError:  # `--help | head`: the reader left, which is fine
-                    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-                sys.exit(0)
+                print_help(config_name, [arg for arg in argv if not arg.startswith("-")])
             return hydra_entry()
 
         return main
 
     return decorate
+
+
+def print_help(config_name: str, overrides: list[str]) -> None:
+    """Print ``python -m charfeat.<config_name> [overrides] --help`` and exit 0, as Hydra's help does."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from charfeat.help import render_help
+
+    try:
+        text = render_help(config_name, overrides)
+    except (HydraException, OmegaConfBaseException) as err:  # a bad override: said as Hydra says it
+        print(err, *([err.__cause__] if isinstance(err.__cause__, OmegaConfBaseException) else []), sep="\n",
+              file=sys.stderr)
+        sys.exit(1)
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:  # `--help | head`: the reader left, which is fine
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    sys.exit(0)
 
 
 SUMMARIES: dict[str, str] = {}  # entry point (its config name) -> the first line of its docstring

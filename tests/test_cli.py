@@ -175,3 +175,12 @@ def test_help_answers_without_loading_torch():
                             env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().endswith("False")
+
+
+def test_help_with_a_bad_override_says_so_as_hydra_does(capsys):
+    from charfeat.cli import print_help
+
+    with pytest.raises(SystemExit) as exit_:
+        print_help("train", ["backbone=nope"])
+    assert exit_.value.code == 1
+    assert "Could not find 'backbone/nope'" in capsys.readouterr().err
