@@ -128,21 +128,27 @@ class Split(Choice):
     val = auto()
 
 
+class EmbedSplit(Choice):
+    train = auto()
+    val = auto()
+    all = auto()  # train, then val (a source without metadata: every image, once)
+
+
 @dataclass
 class RecordsConfig:
     """What every labelled data source shares: where the JSONL lives and how records become labels."""
 
     _target_: str = MISSING
     root: str = MISSING  # the JSONL paths (and, locally, the images) are relative to it
-    train_jsonl: str = "train.jsonl"
+    train_jsonl: str = "train.jsonl"  # the training split's metadata (relative to root, or absolute)
     val_jsonl: Optional[str] = "val.jsonl"  # null: a seeded stratified split of the training file
-    label_field: LabelField = LabelField.fashion_style
-    on_bad_record: OnBadRecord = OnBadRecord.error
+    label_field: LabelField = LabelField.fashion_style  # the image_metadata field that is the class
+    on_bad_record: OnBadRecord = OnBadRecord.error  # a bad line or image: stop, naming it, or leave it out and report
     drop_quality: List[str] = field(default_factory=lambda: ["Low"])  # visual_quality values left out
     keep_unknown: bool = False  # true: train "Unknown" as a class of its own
     start_index: int = 0  # older files: filename = aug_{start_index + line - 1:05d}.jpg
     val_fraction: float = 0.1  # with val_jsonl null: the share of each class split off
-    split_seed: int = 0
+    split_seed: int = 0  # with val_jsonl null: the seed of that split
 
 
 @dataclass
@@ -157,17 +163,17 @@ class SampleDataConfig(LocalDataConfig):
 
     _target_: str = "charfeat.data.sources.sample.SampleData"
     root: str = SI("${paths.cache_dir}/sample_data")
-    num_classes: int = 8
-    train_per_class: int = 30
-    val_per_class: int = 10
-    image_size: int = 96
-    seed: int = 0
+    num_classes: int = 8  # styles generated
+    train_per_class: int = 30  # training images per class
+    val_per_class: int = 10  # validation images per class
+    image_size: int = 96  # pixels per side
+    seed: int = 0  # the same seed gives the same images
 
 
 @dataclass
 class FolderDataConfig:
     _target_: str = "charfeat.data.sources.folder.FolderData"
-    root: str = MISSING
+    root: str = MISSING  # the folder to embed
     image_dir: str = "."  # relative to root; images anywhere below it
 
 
@@ -175,12 +181,12 @@ class FolderDataConfig:
 class S3StoreConfig:
     """Where image objects live and how they are fetched; credentials never appear here."""
 
-    bucket: str = MISSING
+    bucket: str = MISSING  # the bucket holding the images
     prefix: str = ""  # keys are <prefix><filename>
-    region: Optional[str] = "us-east-1"
+    region: Optional[str] = "us-east-1"  # the bucket's AWS region
     endpoint_url: Optional[str] = None  # e.g. http://127.0.0.1:9000 for MinIO, R2, Ceph or a test server
     profile: Optional[str] = None  # a named profile from ~/.aws; null: boto3's default chain
-    retry_mode: RetryMode = RetryMode.standard
+    retry_mode: RetryMode = RetryMode.standard  # botocore's retry mode for throttled or failed requests
     max_attempts: int = 5  # per request, first try included
     connect_timeout: float = 5.0  # seconds
     read_timeout: float = 30.0  # seconds
@@ -219,20 +225,21 @@ class BackboneConfig:
     revision: Optional[str] = None  # hub branch, tag or commit; null = main
     prompt: str = "Describe this person's appearance."  # the text after the image in the chat turn
     text: TextMode = TextMode.none  # the record's own text beside the image
-    pooling: Pooling = Pooling.mean
+    pooling: Pooling = Pooling.mean  # how one hidden layer becomes one vector per image
     layer: int = -1  # hidden_states index: -1 = last layer after the final norm, 0 = embeddings
-    train: TrainMode = TrainMode.frozen
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
-    # every attention and MLP projection of the language model, as a regex on full module names (peft's
-    # re.fullmatch: short names such as "proj" or "linear_fc1" also hit the vision patch embedding and
-    # the mergers); add vision blocks with |visual\.blocks\.\d+\.(attn\.(qkv|proj)|mlp\.linear_fc(1|2))
+    train: TrainMode = TrainMode.frozen  # what of the backbone trains
+    lora_r: int = 16  # with train=lora: the adapters' rank
+    lora_alpha: int = 32  # with train=lora: the adapters' scale is alpha / r
+    lora_dropout: float = 0.05  # with train=lora: dropout on the adapters' input
+    # with train=lora: the modules that get adapters, a regex on full module names (peft's re.fullmatch)
+    # Default: every attention and MLP projection of the language model; short names such as "proj" or
+    # "linear_fc1" would also hit the vision patch embedding and the mergers. Add the vision blocks with
+    # |visual\.blocks\.\d+\.(attn\.(qkv|proj)|mlp\.linear_fc(1|2))
     lora_target_modules: str = r".*language_model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
     dtype: Dtype = Dtype.bfloat16  # of the weights (use float32 on CPU); embeddings are always float32
     min_pixels: Optional[int] = None  # null: the processor's
     max_pixels: Optional[int] = 200704  # 448*448: 196 LLM tokens per image; null: the processor's
-    attn_implementation: Optional[AttnImplementation] = AttnImplementation.sdpa
+    attn_implementation: Optional[AttnImplementation] = AttnImplementation.sdpa  # transformers' attention kernel
     gradient_checkpointing: bool = False  # recompute activations in backward when training
     feature_cache: Optional[str] = SI("${paths.cache_dir}/features")  # frozen features on disk; null = off
     build_tiny: bool = False  # build a tiny random model at name_or_path first if nothing is there
@@ -243,17 +250,17 @@ class HeadConfig:
     _target_: str = "charfeat.models.head.ProjectionHead"
     _partial_: bool = True  # in_dim is the backbone's hidden size, known once it is loaded
     hidden_dim: Optional[int] = 512  # null: one Linear layer
-    out_dim: int = 128
-    dropout: float = 0.1
-    input_norm: InputNorm = InputNorm.batch
+    out_dim: int = 128  # the embedding's width
+    dropout: float = 0.1  # before the last Linear layer
+    input_norm: InputNorm = InputNorm.batch  # on the backbone features, before the first Linear layer
 
 
 @dataclass
 class TripletLossConfig:
     _target_: str = "charfeat.models.losses.TripletLoss"
     margin: float = 0.2  # also the miner's
-    miner: Miner = Miner.semihard
-    distance: Distance = Distance.cosine
+    miner: Miner = Miner.semihard  # which triplets of the batch the loss sees
+    distance: Distance = Distance.cosine  # between embeddings, for the miner and the loss
 
 
 @dataclass
@@ -268,7 +275,7 @@ class ArcFaceConfig:
     _target_: str = "charfeat.models.losses.ArcFaceLoss"
     _partial_: bool = True  # sized by the run: number of classes, embedding width
     margin: float = 28.6  # degrees
-    scale: float = 64.0
+    scale: float = 64.0  # of the logits
     lr: float = 1e-2  # of the class centres, in their own optimizer group
 
 
@@ -276,23 +283,23 @@ class ArcFaceConfig:
 class AdamWConfig:
     _target_: str = "torch.optim.AdamW"
     _partial_: bool = True
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
+    lr: float = 1e-3  # peak learning rate, after the warmup
+    weight_decay: float = 1e-4  # AdamW's decoupled weight decay
 
 
 @dataclass
 class TrainerConfig:
-    epochs: int = 10
+    epochs: int = 10  # passes over the training set
     seed: int = 0  # a CPU run is fully deterministic
     device: str = "auto"  # auto | cpu | cuda (this process's GPU: cuda:<LOCAL_RANK>) | cuda:N (one process)
     embed_batch_size: int = 32  # images per backbone forward when extracting features
     plots: bool = True  # plots/tsne.png and plots/neighbours.png of the val embeddings after training
     max_steps: Optional[int] = None  # stop (resumably) after this many steps; null = run all epochs
     warmup_fraction: float = 0.05  # linear warmup over this share of the optimizer steps
-    schedule: Schedule = Schedule.cosine
+    schedule: Schedule = Schedule.cosine  # the learning rate after the warmup
     grad_clip: Optional[float] = 1.0  # max gradient norm; null = no clipping
     accumulate: int = 1  # batches per optimizer step
-    precision: Precision = Precision.auto
+    precision: Precision = Precision.auto  # autocast dtype of the forward pass
     # picks the best epoch: checkpoints/best.pt, the "trained" metrics, what a sweep optimises
     monitor: Metric = Metric.mean_average_precision_at_r
     patience: Optional[int] = None  # stop after this many epochs without a better monitor value
@@ -301,9 +308,9 @@ class TrainerConfig:
 @dataclass
 class WandbConfig:
     _target_: str = "charfeat.tracking.WandbTracker"
-    project: str = "charfeat"
-    entity: Optional[str] = None
-    mode: WandbMode = WandbMode.offline
+    project: str = "charfeat"  # the W&B project
+    entity: Optional[str] = None  # the W&B team or user; null: the API key's default
+    mode: WandbMode = WandbMode.offline  # where the run goes
     group: Optional[str] = None  # null: the multirun's sweep dir name groups its jobs
     tags: List[str] = II("tags")  # the run's tags
 
@@ -328,10 +335,10 @@ class TrainConfig:
     trainer: Any = MISSING
     logger: Any = None
     paths: Any = MISSING
-    task_name: str = "train"
+    task_name: str = "train"  # names the output dirs: outputs/<task_name>/...
     # resume from a checkpoint (checkpoints/last.pt of an earlier run); this run's command line wins
     ckpt_path: Optional[str] = None
-    tags: List[str] = field(default_factory=list)
+    tags: List[str] = field(default_factory=list)  # W&B tags of the run
     # the best epoch's validation metric that `main` returns (what a sweeper optimises); one concept
     # with trainer.monitor, which picks that epoch
     optimized_metric: Metric = II("trainer.monitor")
@@ -344,7 +351,7 @@ class EmbedConfig:
     data: Any = None  # None: the data config saved in the checkpoint
     paths: Any = MISSING
     checkpoint: str = MISSING  # a .pt file written by charfeat.train
-    split: Split = Split.val
+    split: EmbedSplit = EmbedSplit.all  # the records to embed
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     batch_size: Optional[int] = None  # images per backbone forward; None: the checkpoint's trainer.embed_batch_size
     task_name: str = "embed"
@@ -354,6 +361,7 @@ class EmbedConfig:
 class EvaluateConfig(EmbedConfig):
     """`python -m charfeat.evaluate`: a saved model's metrics and plots on one split."""
 
+    split: Split = Split.val  # the split to score
     plots: bool = True  # plots/tsne.png and plots/neighbours.png
     task_name: str = "evaluate"
 
@@ -381,11 +389,23 @@ class SearchConfig:
     task_name: str = "search"
 
 
+@dataclass
+class DownloadConfig:
+    """`python -m charfeat.download`: a backbone's files fetched ahead, for nodes without the hub."""
+
+    backbone: Any = MISSING
+    paths: Any = MISSING
+    revision: Optional[str] = None  # branch, tag or commit to fetch; null: backbone.revision (null = main)
+    target_dir: Optional[str] = None  # null: the Hugging Face cache (HF_HOME); else a plain directory
+    task_name: str = "download"
+
+
 SCHEMAS = {
     (None, "train_schema"): TrainConfig,
     (None, "evaluate_schema"): EvaluateConfig,
     (None, "embed_schema"): EmbedConfig,
     (None, "search_schema"): SearchConfig,
+    (None, "download_schema"): DownloadConfig,
     ("schema/data", "sample"): SampleDataConfig,
     ("schema/data", "local"): LocalDataConfig,
     ("schema/data", "s3"): S3DataConfig,

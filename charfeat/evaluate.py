@@ -15,11 +15,11 @@ import logging
 from collections import Counter
 from pathlib import Path
 
-import hydra
 import torch
 from hydra.utils import get_class
 from omegaconf import DictConfig
 
+from charfeat.cli import hydra_main
 from charfeat.config import register_configs
 from charfeat.data.labels import encode_labels
 from charfeat.evaluation.metrics import chance_metrics, retrieval_metrics
@@ -59,7 +59,7 @@ def evaluate(cfg: DictConfig) -> dict[str, dict]:
 register_configs()
 
 
-@hydra.main(version_base="1.3", config_path="pkg://charfeat.conf", config_name="evaluate")
+@hydra_main("evaluate")
 def main(cfg: DictConfig) -> None:
     evaluate(cfg)
 

@@ -22,12 +22,17 @@ from charfeat.config import TextMode
 from charfeat.data.images import decode
 from charfeat.data.records import Record
 from charfeat.data.sources.base import DataSource
+from charfeat.errors import UserError
 from charfeat.features.extract import FeatureExtractor
 from charfeat.training.checkpoint import read_checkpoint
 
 log = logging.getLogger(__name__)
 
 EMBEDDINGS, ITEMS, META = "embeddings.npy", "items.jsonl", "index.json"
+
+
+class InputNotFound(UserError, FileNotFoundError):
+    """An index dir or query image named on the command line that is missing or cannot be fetched."""
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, nn.Module, dict, dict]:
@@ -71,37 +76,41 @@ def embed_features(head: nn.Module, features: torch.Tensor, batch_size: int, dev
 
 @dataclass
 class EmbeddedSplit:
-    """One split of a data source, embedded by a saved model."""
+    """One split (or both) of a data source, embedded by a saved model."""
 
     data: DataSource
     records: list[Record]
     embeddings: torch.Tensor
     label_map: dict[str, int]
+    splits: list[str]  # each record's split: what reads its image (data.location, data.load_images)
 
 
 def embed_split(checkpoint: str | Path, data_cfg, split: str, batch_size: int | None,
                 device: torch.device) -> EmbeddedSplit:
-    """Load ``checkpoint``, read ``split`` of the data and embed it.
+    """Load ``checkpoint``, read ``split`` of the data (``all``: train, then val) and embed it.
 
     The data comes from ``data_cfg`` when given, else from the checkpoint's config; the batch
-    size, when None, is the checkpoint's ``trainer.embed_batch_size``.
+    size, when None, is the checkpoint's ``trainer.embed_batch_size``. A source without metadata
+    (a bare folder or prefix) has no splits: each is every image, so ``all`` embeds them once.
     """
     backbone, head, label_map, config = load_model(checkpoint, device)
     log.info("data: %s (%s), split %s", (data_cfg or config["data"])["_target_"],
              "from the command line" if data_cfg is not None else "saved in the checkpoint", split)
     data = instantiate(data_cfg if data_cfg is not None else config["data"])
-    records = data.records(split)
+    splits = [split] if split != "all" else ["train", "val"] if data.labelled else ["train"]
     batch_size = batch_size or config["trainer"]["embed_batch_size"]
-    return EmbeddedSplit(data, records, embed_records(backbone, head, data, split, records, batch_size, device),
-                         label_map)
+    parts = [(name, data.records(name)) for name in splits]
+    embeddings = torch.cat([embed_records(backbone, head, data, name, records, batch_size, device)
+                            for name, records in parts])
+    return EmbeddedSplit(data, [r for _, records in parts for r in records], embeddings, label_map,
+                         [name for name, records in parts for _ in records])
 
 
-def write_index(output_dir: Path, records: list[Record], embeddings: torch.Tensor, meta: dict) -> None:
-    """``embeddings.npy`` (float32 [N, D]), ``items.jsonl`` (id, filename, label per row) and ``index.json``."""
+def write_index(output_dir: Path, items: list[dict], embeddings: torch.Tensor, meta: dict) -> None:
+    """``embeddings.npy`` (float32 [N, D]), ``items.jsonl`` (one JSON object per row) and ``index.json``."""
     np.save(output_dir / EMBEDDINGS, embeddings.numpy().astype(np.float32))
     with open(output_dir / ITEMS, "w", encoding="utf-8") as f:
-        for record in records:
-            f.write(json.dumps({"id": record.id, "filename": record.filename, "label": record.label or None}) + "\n")
+        f.writelines(json.dumps(item) + "\n" for item in items)
     (output_dir / META).write_text(json.dumps(meta, indent=2) + "\n")
 
 
@@ -110,7 +119,7 @@ def read_index(index_dir: str | Path) -> tuple[np.ndarray, list[dict], dict]:
     index_dir = Path(index_dir).expanduser()
     missing = [name for name in (EMBEDDINGS, ITEMS) if not (index_dir / name).is_file()]
     if missing:
-        raise FileNotFoundError(f"index {index_dir} lacks {missing}: pass an output dir of charfeat.embed")
+        raise InputNotFound(f"index={index_dir} lacks {missing}: pass an output dir of charfeat.embed")
     embeddings = np.ascontiguousarray(np.load(index_dir / EMBEDDINGS), dtype=np.float32)
     lines = (index_dir / ITEMS).read_text(encoding="utf-8").splitlines()
     items = [json.loads(line) for line in lines if line.strip()]
@@ -151,10 +160,10 @@ def read_image_bytes(location: str, region: str | None = None, endpoint_url: str
         try:
             return make_client(region, endpoint_url, profile).get_object(Bucket=bucket, Key=key)["Body"].read()
         except (BotoCoreError, ClientError) as err:
-            raise FileNotFoundError(f"query image {location} could not be fetched: {err}") from None
+            raise InputNotFound(f"image {location} could not be fetched: {err}") from None
     path = Path(location).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(f"query image {path} does not exist")
+        raise InputNotFound(f"image {path} does not exist")
     return path.read_bytes()
 
 

@@ -14,21 +14,10 @@ import os
 import sys
 from pathlib import Path
 
-import hydra
-import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from charfeat.cli import hydra_main
 from charfeat.config import register_configs, validate
-from charfeat.data.labels import build_label_map, save_label_map
-from charfeat.evaluation.results import format_table
-from charfeat.tracking import start_tracker
-from charfeat.training import distributed
-from charfeat.training.checkpoint import read_checkpoint
-from charfeat.training.loop import Trainer
-from charfeat.training.resume import resume_path, resumed_config
-from charfeat.training.signals import TrainingInterrupted
-from charfeat.training.state import seed_everything
 
 log = logging.getLogger(__name__)
 logging.getLogger("PML").setLevel(logging.WARNING)  # one line per k-NN call otherwise
@@ -41,6 +30,15 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, dict
     ``overrides`` continues the checkpoint's config with those overrides on top; without them (a call
     from Python), ``cfg`` is used as is.
     """
+    import torch  # here, not at the top: --help answers without loading torch
+
+    from charfeat.evaluation.results import format_table
+    from charfeat.models.backbone.hub import check_available
+    from charfeat.training import distributed
+    from charfeat.training.checkpoint import read_checkpoint
+    from charfeat.training.resume import resume_path, resumed_config
+    from charfeat.training.state import seed_everything
+
     validate(cfg)  # before anything is built: a bad value costs seconds, not a model load
     if cfg.ckpt_path is not None and not Path(cfg.ckpt_path).expanduser().is_file():
         raise FileNotFoundError(f"ckpt_path={cfg.ckpt_path}: no such checkpoint file")
@@ -52,6 +50,7 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, dict
         cfg = resumed_config(cfg, overrides, saved["config"], source)
         validate(cfg)
     tc = cfg.trainer
+    check_available(cfg.backbone.name_or_path, cfg.backbone.revision, cfg.backbone.build_tiny)  # before the data
     device = distributed.pick_device(str(tc.device))
     seed_everything(tc.seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
@@ -67,8 +66,15 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, dict
     return results
 
 
-def build_trainer(cfg: DictConfig, output_dir: Path, rank: int, world_size: int, device: torch.device) -> Trainer:
+def build_trainer(cfg: DictConfig, output_dir: Path, rank: int, world_size: int, device: "torch.device") -> "Trainer":
     """Data, sampler, loss, backbone and head from their config groups, in a Trainer."""
+    from hydra.utils import instantiate
+
+    from charfeat.data.labels import build_label_map, save_label_map
+    from charfeat.tracking import start_tracker
+    from charfeat.training import distributed
+    from charfeat.training.loop import Trainer
+
     tc = cfg.trainer
     log.info("data: %s", cfg.data._target_)
     data = instantiate(cfg.data)
@@ -100,11 +106,14 @@ def build_trainer(cfg: DictConfig, output_dir: Path, rank: int, world_size: int,
 register_configs()
 
 
-@hydra.main(version_base="1.3", config_path="pkg://charfeat.conf", config_name="train")
+@hydra_main("train")
 def main(cfg: DictConfig) -> float:
-    try:
-        from hydra.core.hydra_config import HydraConfig
+    from hydra.core.hydra_config import HydraConfig
 
+    from charfeat.training import distributed
+    from charfeat.training.signals import TrainingInterrupted
+
+    try:
         trained = train(cfg, overrides=list(HydraConfig.get().overrides.task)).get("trained")  # absent when trainer.max_steps stopped the first epoch
         return trained[cfg.optimized_metric] if trained else None
     except TrainingInterrupted as stop:

@@ -72,16 +72,20 @@ def test_evaluate_names_a_missing_checkpoint(cache_dir, tmp_path):
 
 
 @pytest.mark.slow
-def test_embed_writes_one_row_per_item(embedded, run_dir):
+def test_embed_writes_one_row_per_item_of_both_splits(embedded, run_dir, cache_dir):
     embeddings = np.load(embedded / "embeddings.npy")
     items = [json.loads(line) for line in (embedded / "items.jsonl").read_text().splitlines()]
-    assert embeddings.dtype == np.float32 and embeddings.shape == (len(items), 128) and len(items) == 80
+    assert embeddings.dtype == np.float32 and embeddings.shape == (len(items), 128) and len(items) == 240 + 80
     np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1.0, atol=1e-5)
     label_map = json.loads((run_dir / "label_mapping.json").read_text())
-    assert all(set(item) == {"id", "filename", "label"} and item["label"] in label_map for item in items)
+    assert all(set(item) == {"id", "filename", "label", "split", "location"} and item["label"] in label_map
+               for item in items)
+    assert [item["split"] for item in items] == ["train"] * 240 + ["val"] * 80  # split=all: train, then val
+    images = (cache_dir / "sample_data" / "images").resolve()
+    assert all(item["location"] == str(images / item["filename"]) for item in items)  # absolute paths
     assert len({item["id"] for item in items}) == len(items)
     meta = json.loads((embedded / "index.json").read_text())
-    assert meta["count"] == 80 and meta["dim"] == 128 and meta["split"] == "val"
+    assert meta["count"] == 320 and meta["dim"] == 128 and meta["split"] == "all"
 
 
 @pytest.mark.slow
@@ -97,8 +101,14 @@ def test_search_finds_the_query_image_itself_first(embedded, run_dir, cache_dir,
     assert hits[0]["score"] == pytest.approx(1.0, abs=1e-4)
     assert hits[1]["score"] < hits[0]["score"]
     lines = result.stdout.splitlines()
-    table = lines[lines.index(next(line for line in lines if line.split() == ["rank", "id", "label", "cosine"])):]
-    assert len(table) == 4 and table[1].split()[:2] == ["1", item["id"]]
+    table = lines[lines.index(next(line for line in lines if line.split() == ["rank", "cosine", "label", "location"])):]
+    assert len(table) == 4 and table[1].split() == ["1", "1.0000", item["label"], item["location"]]
+    from PIL import Image
+
+    from charfeat.evaluation.plots import TILE
+
+    with Image.open(tmp_path / "s" / "results.png") as picture:  # the query, then its 3 hits
+        assert picture.width == 4 * TILE and picture.height > TILE
 
 
 @pytest.mark.slow

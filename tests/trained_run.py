@@ -10,9 +10,11 @@ import sys
 from pathlib import Path
 
 
-def run_module(module: str, args: list[str], cwd: Path, cache_dir: Path) -> subprocess.CompletedProcess:
-    """``python -m <module> <args>`` as a user runs it, with the session's cache dir."""
-    env = {**os.environ, "CHARFEAT_CACHE_DIR": str(cache_dir), "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1"}
+def run_module(module: str, args: list[str], cwd: Path, cache_dir: Path,
+               env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """``python -m <module> <args>`` as a user runs it, with the session's cache dir (and ``env`` on top)."""
+    env = {**os.environ, "CHARFEAT_CACHE_DIR": str(cache_dir), "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1",
+           **(env or {})}
     return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=600)
 

@@ -155,3 +155,19 @@ def save_plots(out_dir: str | Path, embeddings: torch.Tensor, labels: torch.Tens
             embeddings, labels, class_names, lambda index: data.load_images(split, [records[i] for i in index]),
             out_dir / "neighbours.png"),
     }
+
+
+def tile_row(images: list[Image.Image], colours: list[tuple], captions: list[list[str]], title: str,
+             path: str | Path) -> Path:
+    """One row of framed, captioned tiles under a title line, drawn as the neighbour grid draws its
+    rows (a query beside its hits, for charfeat.search); saved as a PNG at ``path``."""
+    font = ImageFont.load_default()
+    header = 18
+    row = Image.new("RGB", (len(images) * TILE, header + TILE + CAPTION), "white")
+    ImageDraw.Draw(row).text((4, 3), _fit(title, font, row.width - 8), fill=(0, 0, 0), font=font)
+    for col, (image, colour, lines) in enumerate(zip(images, colours, captions)):
+        row.paste(_tile(image, colour, lines, font), (col * TILE, header))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    row.save(path)
+    return path

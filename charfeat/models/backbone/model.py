@@ -66,14 +66,16 @@ class Qwen3VLBackbone(nn.Module):
                              "attention is causal, so the text could never reach the pooled tokens")
         if problem := float16_training_problem(dtype, train):
             raise ConfigError(problem)
-        from transformers import AutoModel
-
-        from charfeat.models.backbone.processor import Qwen3VLImageTextProcessor
+        from charfeat.models.backbone.hub import local_snapshot
 
         if build_tiny and not Path(name_or_path).exists():
             from charfeat.models.backbone.tiny import build_tiny_qwen3_vl
 
             build_tiny_qwen3_vl(name_or_path)
+        files = local_snapshot(str(name_or_path), revision)  # a directory; a hub model out of reach fails in seconds
+        from transformers import AutoModel
+
+        from charfeat.models.backbone.processor import Qwen3VLImageTextProcessor
 
         self.name_or_path = str(name_or_path)
         self.revision = revision
@@ -86,10 +88,10 @@ class Qwen3VLBackbone(nn.Module):
         self.attn_implementation = attn_implementation
         self.feature_cache_dir = feature_cache
         self.model = AutoModel.from_pretrained(
-            self.name_or_path, revision=revision, dtype=getattr(torch, dtype),
+            files, revision=revision, dtype=getattr(torch, dtype),
             attn_implementation=None if attn_implementation is None else str(attn_implementation),
         )
-        self.processor = Qwen3VLImageTextProcessor.from_pretrained(self.name_or_path, revision=revision)
+        self.processor = Qwen3VLImageTextProcessor.from_pretrained(files, revision=revision)
         self._set_pixel_budget(min_pixels, max_pixels)
         self.image_token_id = self.model.config.image_token_id
         num_layers = self.model.config.text_config.num_hidden_layers

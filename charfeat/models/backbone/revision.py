@@ -11,9 +11,11 @@ from pathlib import Path
 
 
 def _files_fingerprint(directory: Path) -> str:
-    """SHA-256 over every file's relative name and content (symlinks followed)."""
+    """SHA-256 over every file's relative name and content (symlinks followed), hidden ones left out
+    (``.cache/huggingface/`` holds a download's bookkeeping when charfeat.download fetched into the dir)."""
     h = hashlib.sha256()
-    for path in sorted(p for p in directory.rglob("*") if p.is_file() and not p.name.startswith(".")):
+    for path in sorted(p for p in directory.rglob("*")
+                       if p.is_file() and not any(part.startswith(".") for part in p.relative_to(directory).parts)):
         h.update(str(path.relative_to(directory)).encode() + b"\0")
         with path.open("rb") as fh:
             for block in iter(lambda: fh.read(1 << 22), b""):
@@ -37,7 +39,10 @@ def model_revision(name_or_path: str, revision: str | None = None) -> str:
         return _FINGERPRINTS[stats]
     from huggingface_hub import snapshot_download
 
-    snapshot = Path(snapshot_download(name_or_path, revision=revision, local_files_only=True))
+    from charfeat.models.backbone.hub import MODEL_FILES  # what was fetched: the rest of the repo is not "missing"
+
+    snapshot = Path(snapshot_download(name_or_path, revision=revision, allow_patterns=MODEL_FILES,
+                                      local_files_only=True))
     return "commit:" + snapshot.name
 
 
