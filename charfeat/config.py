@@ -113,6 +113,11 @@ class Metric(Choice):  # the scalar retrieval metrics, in the order tables show 
     r_precision = auto()
 
 
+class OnLeak(Choice):  # an item or a group in both splits
+    error = auto()  # stop, naming the groups or file pairs
+    warn = auto()  # log them (and count them in W&B), train anyway
+
+
 class WandbMode(Choice):
     offline = auto()  # written under the run dir; `wandb sync` uploads it later
     online = auto()  # needs WANDB_API_KEY
@@ -139,6 +144,12 @@ class RecordsConfig:
     start_index: int = 0  # older files: filename = aug_{start_index + line - 1:05d}.jpg
     val_fraction: float = 0.1  # with val_jsonl null: the share of each class split off
     split_seed: int = 0
+    # a record key (top level or in image_metadata) shared by everything that must stay in one split,
+    # e.g. the source picture of augmented copies, or the person; null: each record on its own
+    group_field: Optional[str] = None
+    on_leak: OnLeak = OnLeak.error  # a group in both splits, or a near-duplicate image across them
+    # near-duplicate images across splits: cosine of their 16x16 colour thumbnails above this; null: no check
+    duplicate_threshold: Optional[float] = 0.97
 
 
 @dataclass

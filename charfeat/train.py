@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from charfeat.config import register_configs
 from charfeat.data.labels import build_label_map, save_label_map
+from charfeat.data.leakage import check_leakage
 from charfeat.evaluation.results import format_table
 from charfeat.tracking import start_tracker
 from charfeat.training import distributed
@@ -60,6 +61,7 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, dict
         raise ValueError(f"data: {cfg.data._target_} has no labels to train on; embed it with charfeat.embed")
     with distributed.main_process_first():
         records = {split: data.records(split) for split in ("train", "val")}
+    check_leakage(data, records, **data.leak_options)  # before any model is built
     label_map = build_label_map(records["train"])
     log.info("classes: %d; images: %d train, %d val", len(label_map), len(records["train"]), len(records["val"]))
     sampler = instantiate(cfg.sampler)(labels=[label_map[r.label] for r in records["train"]], seed=tc.seed,
