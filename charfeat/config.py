@@ -305,6 +305,15 @@ class TrainerConfig:
 
 
 @dataclass
+class EvalConfig:
+    """The evaluation that ends a run (and charfeat.evaluate): intervals and suspect labels."""
+
+    bootstrap: int = 1000  # resamples of the queries for each metric's 95 % interval; 0: no intervals
+    seed: int = 0  # of the bootstrap's draws
+    suspects_k: int = 10  # nearest neighbours whose labels vote on each item's (suspects.jsonl)
+
+
+@dataclass
 class WandbConfig:
     _target_: str = "charfeat.tracking.WandbTracker"
     project: str = "charfeat"
@@ -332,6 +341,7 @@ class TrainConfig:
     loss: Any = MISSING
     optim: Any = MISSING
     trainer: Any = MISSING
+    eval: Any = MISSING
     logger: Any = None
     paths: Any = MISSING
     task_name: str = "train"
@@ -359,7 +369,8 @@ class EmbedConfig:
 class EvaluateConfig(EmbedConfig):
     """`python -m charfeat.evaluate`: a saved model's metrics and plots on one split."""
 
-    plots: bool = True  # plots/tsne.png and plots/neighbours.png
+    plots: bool = True  # plots/*.png (t-SNE, neighbour grid, confusion heat map), also shown in report.html
+    eval: Any = MISSING
     task_name: str = "evaluate"
 
 
@@ -404,6 +415,7 @@ SCHEMAS = {
     ("schema/loss", "arcface"): ArcFaceConfig,
     ("schema/optim", "adamw"): AdamWConfig,
     ("schema/trainer", "trainer"): TrainerConfig,
+    ("schema/eval", "eval"): EvalConfig,
     ("schema/logger", "wandb"): WandbConfig,
     ("schema/paths", "paths"): PathsConfig,
 }
@@ -429,6 +441,15 @@ def register_configs() -> None:
     for (group, name), node in SCHEMAS.items():
         store.store(group=group, name=name, node=node)
     OmegaConf.register_new_resolver("charfeat.help_groups", help_groups, replace=True)
+
+
+def with_schema_defaults(saved: dict) -> Any:
+    """A group node saved in a checkpoint's config on top of the current schema with its ``_target_``,
+    so a checkpoint written before a key existed still builds (the key takes its default)."""
+    schemas = [schema for schema in SCHEMAS.values() if getattr(schema, "_target_", None) == saved.get("_target_")]
+    if not schemas:
+        return OmegaConf.create(saved)
+    return OmegaConf.merge(OmegaConf.structured(schemas[0]), saved)
 
 
 def build(schema: type, /, **values: Any) -> Any:

@@ -34,7 +34,7 @@ logging.getLogger("PML").setLevel(logging.WARNING)  # one line per k-NN call oth
 
 
 def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, dict[str, float]]:
-    """Build everything from ``cfg``, train, evaluate; return {"trained", "untrained", "chance"}.
+    """Build everything from ``cfg``, train, evaluate; return metrics.json's content (see Trainer.fit).
 
     Resuming (``cfg.ckpt_path``) with the command line's ``overrides`` continues the checkpoint's
     config with those overrides on top; without them (a call from Python), ``cfg`` is used as is.
@@ -81,7 +81,7 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, dict
                       head=head, loss_fn=loss_fn.to(device), make_optimizer=instantiate(cfg.optim),
                       tracker=start_tracker(cfg, output_dir, rank == 0), output_dir=output_dir,
                       config=OmegaConf.to_container(cfg, resolve=True, enum_to_str=True), run_name=cfg.task_name,
-                      rank=rank, world_size=world_size, device=device)
+                      evaluation=cfg.eval, rank=rank, world_size=world_size, device=device)
     results = trainer.fit(cfg.ckpt_path)
     if rank == 0 and trainer.completed:
         p = trainer.progress

@@ -53,15 +53,24 @@ def test_evaluate_reproduces_the_training_runs_val_metrics(run_dir, cache_dir, t
     assert result.returncode == 0, result.stderr[-3000:]
     out = tmp_path / "ev"
     metrics = json.loads((out / "metrics.json").read_text())
-    assert set(metrics) == {"model", "chance"}
+    assert set(metrics) == {"model", "backbone", "chance", "model_ci95", "backbone_ci95", "chance_ci95"}
     trained = json.loads((run_dir / "metrics.json").read_text())
     for name in SCALAR_METRICS:
         assert metrics["model"][name] == pytest.approx(trained["trained"][name], abs=1e-6), name
-        assert metrics["chance"][name] == pytest.approx(trained["chance"][name], abs=1e-6), name
+        for row in ("backbone", "chance"):
+            assert metrics[row][name] == pytest.approx(trained[row][name], abs=1e-6), (row, name)
+            assert metrics[f"{row}_ci95"][name] == pytest.approx(trained[f"{row}_ci95"][name], abs=1e-6)
     assert metrics["model"]["per_class_precision_at_1"] == pytest.approx(trained["trained"]["per_class_precision_at_1"])
     assert metrics["model"]["nn_confusion"] == trained["trained"]["nn_confusion"]
-    assert (out / "plots" / "tsne.png").is_file() and (out / "plots" / "neighbours.png").is_file()
-    assert "MAP@R" in result.stdout + result.stderr  # the table
+    for name in ("tsne", "neighbours", "confusion"):
+        assert (out / "plots" / f"{name}.png").is_file()
+    assert not (out / "plots" / "curves.png").exists()  # no epochs to plot
+    assert (out / "report.html").is_file() and (out / "suspects.jsonl").is_file()
+    table = (result.stdout + result.stderr).split("results of", 1)[1].splitlines()[1:5]
+    assert table[0].split()[:3] == ["val:", "80", "images"] and table[0].split()[3:] == ["P@1", "R@5", "R@10", "MAP@R",
+                                                                                       "R-prec"]
+    assert [line.split()[0] for line in table[1:]] == ["model", "backbone", "chance"]
+    assert "±" in table[1]
 
 
 @pytest.mark.slow

@@ -11,7 +11,6 @@ import functools
 import logging
 import math
 import signal
-from collections import Counter
 from pathlib import Path
 from typing import Callable
 
@@ -22,9 +21,9 @@ from charfeat.config import Precision
 from charfeat.data.labels import encode_labels
 from charfeat.data.records import Record
 from charfeat.data.sources.base import DataSource
-from charfeat.evaluation.metrics import chance_metrics, retrieval_metrics
-from charfeat.evaluation.plots import save_plots
-from charfeat.evaluation.results import scalars, with_class_names, write_metrics
+from charfeat.evaluation.final import SplitEmbeddings, evaluate_split
+from charfeat.evaluation.metrics import retrieval_metrics
+from charfeat.evaluation.results import scalars, with_class_names
 from charfeat.features.extract import FeatureExtractor
 from charfeat.inference import embed_features, embed_records
 from charfeat.training import distributed
@@ -46,17 +45,19 @@ class Trainer:
 
     ``cfg`` is the trainer config group; ``records`` holds the train and val splits, whose labels
     ``label_map`` encodes; ``make_optimizer(params=groups)`` builds the optimizer; ``config`` is
-    the run's resolved config, saved in every checkpoint. Only ``rank`` 0 writes ``output_dir``.
+    the run's resolved config, saved in every checkpoint; ``evaluation`` is the ``eval`` config group
+    (the final evaluation's intervals and suspects). Only ``rank`` 0 writes ``output_dir``.
     """
 
     def __init__(self, cfg, *, data: DataSource, records: dict[str, list[Record]], label_map: dict[str, int],
                  sampler, backbone: torch.nn.Module, head: torch.nn.Module, loss_fn: torch.nn.Module,
-                 make_optimizer: Callable, tracker, output_dir: Path, config: dict, run_name: str,
+                 make_optimizer: Callable, tracker, output_dir: Path, config: dict, run_name: str, evaluation,
                  rank: int = 0, world_size: int = 1, device: torch.device = torch.device("cpu")):
         self.cfg, self.data, self.records, self.label_map = cfg, data, records, label_map
         self.sampler, self.backbone, self.head, self.loss_fn = sampler, backbone, head, loss_fn
         self.tracker, self.output_dir, self.config, self.run_name = tracker, output_dir, config, run_name
         self.rank, self.world_size, self.device = rank, world_size, device
+        self.evaluation = evaluation
         self.labels = {split: torch.tensor(encode_labels(split_records, label_map, str(data.jsonl_path(split))))
                        for split, split_records in records.items()}
         self.extractor = FeatureExtractor(backbone, cfg.embed_batch_size, device)
@@ -74,6 +75,7 @@ class Trainer:
         self.progress = Progress()
         self.sampler_state = sampler.state_dict()  # as the current epoch began: replays its batches
         self.features: dict[str, torch.Tensor] | None = None
+        self.baselines: dict[str, torch.Tensor] = {}  # val embeddings of the untrained head, backbone features
         self.results: dict[str, dict] = {}
         self.completed = False  # every epoch ran, or early stopping ended the run
 
@@ -84,13 +86,14 @@ class Trainer:
     def fit(self, ckpt_path: str | None = None) -> dict[str, dict]:
         """Train, evaluating after every epoch; write metrics.json and plots (rank 0).
 
-        Returns {"trained", "untrained", "chance"}; a run paused by ``trainer.max_steps`` returns
+        Returns metrics.json's content on rank 0 (trained, untrained, backbone and chance rows, with
+        intervals), {"trained", "untrained"} elsewhere; a run paused by ``trainer.max_steps`` returns
         what it has so far (no "trained" before its first epoch ends) and writes no metrics.json.
         """
         if self.backbone.frozen:
             self._extract_features()
-        majority = Counter(self.labels["train"].tolist()).most_common(1)[0][0]
-        self.results = {"untrained": self.evaluate(), "chance": chance_metrics(self.labels["val"], majority)}
+        self.baselines = {"untrained": self.embed_split("val"), "backbone": self.backbone_features("val")}
+        self.results = {"untrained": self.score(self.baselines["untrained"])}
         if ckpt_path is not None:
             self.resume(ckpt_path)
         try:
@@ -100,9 +103,9 @@ class Trainer:
                 self.tracker.finish()
                 return self.results
             self.completed = True
-            results = {name: self.results[name] for name in ("trained", "untrained", "chance")}
+            results = {name: self.results[name] for name in ("trained", "untrained")}
             if self.main_process:
-                self._write_outputs(results)
+                results = self._write_outputs()
         except BaseException:
             self.tracker.finish(exit_code=1)
             raise
@@ -180,6 +183,7 @@ class Trainer:
         self.sampler_state = self.sampler.state_dict()
         p.epoch, p.step_in_epoch = epoch, 0
         self.results["trained"] = self.evaluate()
+        self.results.setdefault("history", []).append({"epoch": epoch, **scalars(self.results["trained"], "")})
         self.tracker.log(scalars(self.results["trained"], "val/"), step=p.step)
         log.info("epoch %d: %s", epoch,
                  ", ".join(f"{k} {v:.4f}" for k, v in scalars(self.results["trained"], "").items()))
@@ -214,11 +218,23 @@ class Trainer:
             return embed_records(self.backbone, self.head, self.data, split, self.records[split],
                                  self.cfg.embed_batch_size, self.device)
 
-    def evaluate(self) -> dict:
-        """Retrieval metrics of the validation split, per-class results keyed by class name."""
-        embeddings = self.embed_split("val")
+    def backbone_features(self, split: str) -> torch.Tensor:
+        """The backbone's pooled features of ``split`` (no head): those extracted for a frozen
+        backbone, else one pass now (before training: the raw backbone's)."""
+        if self.features is not None:
+            return self.features[split]
+        self.backbone.eval()
+        with autocast(self.device, self.cfg.precision):
+            return self.extractor.extract(self.data, split, self.records[split])
+
+    def score(self, embeddings: torch.Tensor) -> dict:
+        """Retrieval metrics of validation embeddings, per-class results keyed by class name."""
         return with_class_names(retrieval_metrics(embeddings, self.labels["val"], len(self.label_map)),
                                 list(self.label_map))
+
+    def evaluate(self) -> dict:
+        """Retrieval metrics of the validation split as the model is now."""
+        return self.score(self.embed_split("val"))
 
     def save(self, name: str) -> Path:
         """checkpoints/<name>.pt (rank 0 writes it); returns its path."""
@@ -253,12 +269,12 @@ class Trainer:
         set_rng_state(saved["rng"])
         log.info("resumed from %s at epoch %d, step %d", ckpt_path, self.progress.epoch, self.progress.step)
 
-    def _write_outputs(self, results: dict[str, dict]) -> None:
-        write_metrics(self.output_dir / "metrics.json", results)
+    def _write_outputs(self) -> dict:
+        """The final evaluation (charfeat.evaluation.final) of the model as it ends, next to the
+        baselines; writes metrics.json, suspects.jsonl, plots and report.html; returns the results."""
         self.tracker.log_checkpoint(self.output_dir / "checkpoints" / "best.pt", name=f"{self.run_name}-best")
-        if self.cfg.plots:  # of the model as it ends (checkpoints/last.pt)
-            self.tracker.log_images(save_plots(self.output_dir / "plots", self.embed_split("val"),
-                                               self.labels["val"], list(self.label_map), self.data, "val",
-                                               self.records["val"]))
-        self.tracker.summarize({k: v for model, metrics in results.items()
-                                for k, v in scalars(metrics, f"{model}/").items()})
+        split = SplitEmbeddings("val", self.records["val"], self.labels["val"], list(self.label_map), self.data,
+                                rows={"trained": self.embed_split("val"), **self.baselines},
+                                subject=f"trained model, epoch {self.progress.epoch}",
+                                history=self.results.get("history", []))
+        return evaluate_split(self.output_dir, split, self.evaluation, self.cfg.plots, self.tracker)
