@@ -31,6 +31,23 @@ def test_primary_config_composes_and_rejects_unknown_keys(name):
         GlobalHydra.instance().clear()
 
 
+def test_a_data_config_saved_before_a_key_existed_still_builds(cache_dir):
+    """A checkpoint's data config without data.group_field, on_leak and duplicate_threshold (written
+    before they existed) gets their schema defaults."""
+    from hydra.utils import instantiate
+
+    from charfeat.config import with_schema_defaults
+
+    saved = {"_target_": "charfeat.data.sources.sample.SampleData", "root": str(cache_dir / "sample_data"),
+             "train_jsonl": "train.jsonl", "val_jsonl": "val.jsonl", "label_field": "fashion_style",
+             "on_bad_record": "error", "drop_quality": ["Low"], "keep_unknown": False, "start_index": 0,
+             "val_fraction": 0.1, "split_seed": 0, "image_dir": "images", "num_classes": 8, "train_per_class": 30,
+             "val_per_class": 10, "image_size": 96, "seed": 0}
+    cfg = with_schema_defaults(saved)
+    assert cfg.group_field is None and cfg.on_leak == "error" and cfg.duplicate_threshold == 0.97
+    assert instantiate(cfg).leak_options["on_leak"] == "error"
+
+
 @pytest.fixture(scope="module")
 def run_dir(cache_dir):
     return trained_run(cache_dir)
