@@ -115,7 +115,7 @@ class Metric(Choice):  # the scalar retrieval metrics, in the order tables show 
 
 class OnLeak(Choice):  # an item or a group in both splits
     error = auto()  # stop, naming the groups or file pairs
-    warn = auto()  # log them (and count them in W&B), train anyway
+    warn = auto()  # log them as a warning, train anyway
 
 
 class WandbMode(Choice):
