@@ -117,6 +117,11 @@ class Metric(Choice):  # the scalar retrieval metrics, in the order tables show 
     r_precision = auto()
 
 
+class OnLeak(Choice):  # an item or a group in both splits
+    error = auto()  # stop, naming the groups or file pairs
+    warn = auto()  # log them as a warning, train anyway
+
+
 class WandbMode(Choice):
     offline = auto()  # written under the run dir; `wandb sync` uploads it later
     online = auto()  # needs WANDB_API_KEY
@@ -149,6 +154,12 @@ class RecordsConfig:
     start_index: int = 0  # older files: filename = aug_{start_index + line - 1:05d}.jpg
     val_fraction: float = 0.1  # with val_jsonl null: the share of each class split off
     split_seed: int = 0  # with val_jsonl null: the seed of that split
+    # a record key (top level or in image_metadata) shared by everything that must stay in one split,
+    # e.g. the source picture of augmented copies, or the person; null: each record on its own
+    group_field: Optional[str] = None
+    on_leak: OnLeak = OnLeak.error  # a group in both splits, or a near-duplicate image across them
+    # near-duplicate images across splits: cosine of their 16x16 colour thumbnails above this; null: no check
+    duplicate_threshold: Optional[float] = 0.97
 
 
 @dataclass
@@ -306,6 +317,15 @@ class TrainerConfig:
 
 
 @dataclass
+class EvalConfig:
+    """The evaluation that ends a run (and charfeat.evaluate): intervals and suspect labels."""
+
+    bootstrap: int = 1000  # resamples of the queries for each metric's 95 % interval; 0: no intervals
+    seed: int = 0  # of the bootstrap's draws
+    suspects_k: int = 10  # nearest neighbours whose labels vote on each item's (suspects.jsonl)
+
+
+@dataclass
 class WandbConfig:
     _target_: str = "charfeat.tracking.WandbTracker"
     project: str = "charfeat"  # the W&B project
@@ -333,6 +353,7 @@ class TrainConfig:
     loss: Any = MISSING
     optim: Any = MISSING
     trainer: Any = MISSING
+    eval: Any = MISSING
     logger: Any = None
     paths: Any = MISSING
     task_name: str = "train"  # names the output dirs: outputs/<task_name>/...
@@ -362,7 +383,8 @@ class EvaluateConfig(EmbedConfig):
     """`python -m charfeat.evaluate`: a saved model's metrics and plots on one split."""
 
     split: Split = Split.val  # the split to score
-    plots: bool = True  # plots/tsne.png and plots/neighbours.png
+    plots: bool = True  # plots/*.png (t-SNE, neighbour grid, confusion heat map), also shown in report.html
+    eval: Any = MISSING
     task_name: str = "evaluate"
 
 
@@ -419,6 +441,7 @@ SCHEMAS = {
     ("schema/loss", "arcface"): ArcFaceConfig,
     ("schema/optim", "adamw"): AdamWConfig,
     ("schema/trainer", "trainer"): TrainerConfig,
+    ("schema/eval", "eval"): EvalConfig,
     ("schema/logger", "wandb"): WandbConfig,
     ("schema/paths", "paths"): PathsConfig,
 }
@@ -444,6 +467,15 @@ def register_configs() -> None:
     for (group, name), node in SCHEMAS.items():
         store.store(group=group, name=name, node=node)
     OmegaConf.register_new_resolver("charfeat.help_groups", help_groups, replace=True)
+
+
+def with_schema_defaults(saved: dict) -> Any:
+    """A group node saved in a checkpoint's config on top of the current schema with its ``_target_``,
+    so a checkpoint written before a key existed still builds (the key takes its default)."""
+    schemas = [schema for schema in SCHEMAS.values() if getattr(schema, "_target_", None) == saved.get("_target_")]
+    if not schemas:
+        return OmegaConf.create(saved)
+    return OmegaConf.merge(OmegaConf.structured(schemas[0]), saved)
 
 
 def build(schema: type, /, **values: Any) -> Any:

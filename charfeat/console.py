@@ -91,3 +91,16 @@ class QuietLibraries(Callback):
 
             optuna.logging.disable_default_handler()  # a colorlog handler: raw ANSI codes in logs
             optuna.logging.enable_propagation()
+
+
+def progress(iterable=None, *, main: bool = False, **kwargs):
+    """A tqdm progress bar, drawn by the main process only (under torchrun, RANK 0). ``main``: the
+    run's one bar, always drawn there; any other bar (extraction, fingerprints) only on a terminal,
+    so logs and captured output hold no flashing bars."""
+    from tqdm.auto import tqdm
+
+    if int(os.environ.get("RANK", "0")) > 0:
+        disable = True
+    else:
+        disable = False if main else None  # None: tqdm draws only on a terminal
+    return tqdm(iterable, disable=disable, **kwargs)

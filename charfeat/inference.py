@@ -35,16 +35,17 @@ class InputNotFound(UserError, FileNotFoundError):
     """An index dir or query image named on the command line that is missing or cannot be fetched."""
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, nn.Module, dict, dict]:
+def load_model(path: str | Path, device: str | torch.device = "cpu",
+               checkpoint: dict | None = None) -> tuple[nn.Module, nn.Module, dict, dict]:
     """checkpoint path -> (backbone, head, label_map, config), both modules in eval mode on ``device``.
 
     The checkpoint is read as plain data (nothing in it can run code) and its config may build only
     allowed classes (``charfeat.training.checkpoint``). The backbone and head are instantiated from
     that ``config`` (the head with ``in_dim = backbone.hidden_size``, as in training); the head's
     state is loaded strictly, and the saved backbone parameters must be exactly the backbone's
-    trainable ones.
+    trainable ones. ``checkpoint``: the file's contents when the caller has read it already.
     """
-    checkpoint = read_checkpoint(path)
+    checkpoint = checkpoint if checkpoint is not None else read_checkpoint(path)
     config = checkpoint["config"]
     log.info("checkpoint %s: backbone %s (%s)", path, config["backbone"]["name_or_path"],
              config["backbone"].get("train", "frozen"))

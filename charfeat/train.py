@@ -18,13 +18,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from charfeat.cli import hydra_main
 from charfeat.config import register_configs, validate
+from charfeat.errors import ConfigError
 
 log = logging.getLogger(__name__)
 logging.getLogger("PML").setLevel(logging.WARNING)  # one line per k-NN call otherwise
 
 
 def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, dict[str, float]]:
-    """Validate ``cfg``, build everything from it, train, evaluate; return {"trained", "untrained", "chance"}.
+    """Validate ``cfg``, build everything from it, train, evaluate; return metrics.json's content (see Trainer.fit).
 
     Resuming (``cfg.ckpt_path``, or this run dir's own unfinished ``last.pt``) with the command line's
     ``overrides`` continues the checkpoint's config with those overrides on top; without them (a call
@@ -71,6 +72,7 @@ def build_trainer(cfg: DictConfig, output_dir: Path, rank: int, world_size: int,
     from hydra.utils import instantiate
 
     from charfeat.data.labels import build_label_map, save_label_map
+    from charfeat.data.leakage import check_leakage
     from charfeat.tracking import start_tracker
     from charfeat.training import distributed
     from charfeat.training.loop import Trainer
@@ -79,9 +81,10 @@ def build_trainer(cfg: DictConfig, output_dir: Path, rank: int, world_size: int,
     log.info("data: %s", cfg.data._target_)
     data = instantiate(cfg.data)
     if not data.labelled:
-        raise ValueError(f"data: {cfg.data._target_} has no labels to train on; embed it with charfeat.embed")
+        raise ConfigError(f"data: {cfg.data._target_} has no labels to train on; embed it with charfeat.embed")
     with distributed.main_process_first():
         records = {split: data.records(split) for split in ("train", "val")}
+    check_leakage(data, records, **data.leak_options)  # before any model is built
     label_map = build_label_map(records["train"])
     log.info("classes: %d; images: %d train, %d val", len(label_map), len(records["train"]), len(records["val"]))
     sampler = instantiate(cfg.sampler)(labels=[label_map[r.label] for r in records["train"]], seed=tc.seed,
@@ -100,7 +103,7 @@ def build_trainer(cfg: DictConfig, output_dir: Path, rank: int, world_size: int,
                    head=head, loss_fn=loss_fn.to(device), make_optimizer=instantiate(cfg.optim),
                    tracker=start_tracker(cfg, output_dir, rank == 0), output_dir=output_dir,
                    config=OmegaConf.to_container(cfg, resolve=True, enum_to_str=True), run_name=cfg.task_name,
-                   rank=rank, world_size=world_size, device=device)
+                   evaluation=cfg.eval, rank=rank, world_size=world_size, device=device)
 
 
 register_configs()

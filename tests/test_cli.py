@@ -121,8 +121,9 @@ def test_a_first_default_run_fits_on_one_screen_and_chatter_goes_to_the_log(cach
     assert len(screen) <= 24, "\n".join(screen)
     assert len([line for line in screen if re.search(r"\] epoch \d+: precision_at_1", line)]) == 2
     assert "MAP@R" in stdout  # the table
-    log = (tmp_path / "run" / "train.log").read_text()
-    assert "[faiss.loader][INFO]" in log and "epoch 2: precision_at_1" in log
+    assert "epoch 2: precision_at_1" in (tmp_path / "run" / "train.log").read_text()
+    # a training run no longer imports faiss (the metrics are torch's); search does, and its loader
+    # lines go to search.log only: tests/test_cli_evaluate_embed_search.py
 
 
 @pytest.mark.slow

@@ -31,6 +31,23 @@ def test_primary_config_composes_and_rejects_unknown_keys(name):
         GlobalHydra.instance().clear()
 
 
+def test_a_data_config_saved_before_a_key_existed_still_builds(cache_dir):
+    """A checkpoint's data config without data.group_field, on_leak and duplicate_threshold (written
+    before they existed) gets their schema defaults."""
+    from hydra.utils import instantiate
+
+    from charfeat.config import with_schema_defaults
+
+    saved = {"_target_": "charfeat.data.sources.sample.SampleData", "root": str(cache_dir / "sample_data"),
+             "train_jsonl": "train.jsonl", "val_jsonl": "val.jsonl", "label_field": "fashion_style",
+             "on_bad_record": "error", "drop_quality": ["Low"], "keep_unknown": False, "start_index": 0,
+             "val_fraction": 0.1, "split_seed": 0, "image_dir": "images", "num_classes": 8, "train_per_class": 30,
+             "val_per_class": 10, "image_size": 96, "seed": 0}
+    cfg = with_schema_defaults(saved)
+    assert cfg.group_field is None and cfg.on_leak == "error" and cfg.duplicate_threshold == 0.97
+    assert instantiate(cfg).leak_options["on_leak"] == "error"
+
+
 @pytest.fixture(scope="module")
 def run_dir(cache_dir):
     return trained_run(cache_dir)
@@ -53,15 +70,24 @@ def test_evaluate_reproduces_the_training_runs_val_metrics(run_dir, cache_dir, t
     assert result.returncode == 0, result.stderr[-3000:]
     out = tmp_path / "ev"
     metrics = json.loads((out / "metrics.json").read_text())
-    assert set(metrics) == {"model", "chance"}
+    assert set(metrics) == {"model", "backbone", "chance", "model_ci95", "backbone_ci95", "chance_ci95"}
     trained = json.loads((run_dir / "metrics.json").read_text())
     for name in SCALAR_METRICS:
         assert metrics["model"][name] == pytest.approx(trained["trained"][name], abs=1e-6), name
-        assert metrics["chance"][name] == pytest.approx(trained["chance"][name], abs=1e-6), name
+        for row in ("backbone", "chance"):
+            assert metrics[row][name] == pytest.approx(trained[row][name], abs=1e-6), (row, name)
+            assert metrics[f"{row}_ci95"][name] == pytest.approx(trained[f"{row}_ci95"][name], abs=1e-6)
     assert metrics["model"]["per_class_precision_at_1"] == pytest.approx(trained["trained"]["per_class_precision_at_1"])
     assert metrics["model"]["nn_confusion"] == trained["trained"]["nn_confusion"]
-    assert (out / "plots" / "tsne.png").is_file() and (out / "plots" / "neighbours.png").is_file()
-    assert "MAP@R" in result.stdout + result.stderr  # the table
+    for name in ("tsne", "neighbours", "confusion"):
+        assert (out / "plots" / f"{name}.png").is_file()
+    assert not (out / "plots" / "curves.png").exists()  # no epochs to plot
+    assert (out / "report.html").is_file() and (out / "suspects.jsonl").is_file()
+    table = (result.stdout + result.stderr).split("results of", 1)[1].splitlines()[1:5]
+    assert table[0].split()[:3] == ["val:", "80", "images"] and table[0].split()[3:] == ["P@1", "R@5", "R@10", "MAP@R",
+                                                                                       "R-prec"]
+    assert [line.split()[0] for line in table[1:]] == ["model", "backbone", "chance"]
+    assert "±" in table[1]
 
 
 @pytest.mark.slow
@@ -100,6 +126,8 @@ def test_search_finds_the_query_image_itself_first(embedded, run_dir, cache_dir,
     assert hits[0]["id"] == item["id"] and hits[0]["label"] == item["label"]
     assert hits[0]["score"] == pytest.approx(1.0, abs=1e-4)
     assert hits[1]["score"] < hits[0]["score"]
+    assert "faiss" not in result.stdout + result.stderr  # library chatter goes to the log file only
+    assert "[faiss.loader][INFO]" in (tmp_path / "s" / "search.log").read_text()
     lines = result.stdout.splitlines()
     table = lines[lines.index(next(line for line in lines if line.split() == ["rank", "cosine", "label", "location"])):]
     assert len(table) == 4 and table[1].split() == ["1", "1.0000", item["label"], item["location"]]

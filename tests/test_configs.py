@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 from charfeat.config import SCHEMAS, Choice, Pooling, register_configs
 
 CONF = files("charfeat.conf")
-GROUPS = ["data", "sampler", "backbone", "head", "loss", "optim", "trainer", "logger", "paths"]
+GROUPS = ["data", "sampler", "backbone", "head", "loss", "optim", "trainer", "eval", "logger", "paths"]
 OPTIONS = [(group, entry.name.removesuffix(".yaml")) for group in GROUPS
            for entry in sorted(CONF.joinpath(group).iterdir(), key=lambda e: e.name) if entry.name.endswith(".yaml")]
 EXPERIMENTS = sorted(e.name.removesuffix(".yaml") for e in CONF.joinpath("experiment").iterdir()

@@ -34,12 +34,20 @@ def test_default_run_trains_evaluates_and_writes_everything(cache_dir, tmp_path)
     run_dir = tmp_path / "out"
 
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert set(metrics) == {"trained", "untrained", "chance"}
-    for scores in metrics.values():
+    rows = ("trained", "untrained", "backbone", "chance")
+    assert set(metrics) == {*rows, *(f"{row}_ci95" for row in rows)}
+    for row in rows:
+        scores, intervals = metrics[row], metrics[f"{row}_ci95"]
         assert 0.0 <= scores["precision_at_1"] <= 1.0 and 0.0 <= scores["mean_average_precision_at_r"] <= 1.0
+        for name, (low, high) in intervals.items():
+            assert low <= scores[name] <= high, (row, name)
     for name in ("precision_at_1", "mean_average_precision_at_r"):
         assert metrics["trained"][name] > metrics["untrained"][name], metrics
-    assert metrics["chance"]["precision_at_1"] == pytest.approx(1 / 8)
+    # 8 classes of 10 val images: a random ranking of the other 79 finds one of the 9 same-class first
+    assert metrics["chance"]["precision_at_1"] == pytest.approx(9 / 79, abs=1e-6)
+    assert metrics["chance"]["recall_at_5"] > metrics["chance"]["precision_at_1"]
+    for name in ("report.html", "suspects.jsonl", "per_query.npz", "plots/curves.png"):
+        assert (run_dir / name).is_file(), name
 
     assert "precision_at_1" in result.stdout + result.stderr  # the metrics table
     assert "train: 100%" in result.stderr  # the progress bar ran to the end
@@ -55,7 +63,8 @@ def test_default_run_trains_evaluates_and_writes_everything(cache_dir, tmp_path)
     assert (run_dir / "checkpoints" / "last.pt").stat().st_size < 2_000_000
 
     records = finished_wandb_run(run_dir)
-    for key in (b"trained/precision_at_1", b"train/loss", b"val/mean_average_precision_at_r", b"margin"):
+    for key in (b"trained/precision_at_1", b"train/loss", b"val/mean_average_precision_at_r", b"margin",
+                b"backbone/precision_at_1", b"trained/precision_at_1_ci95_low", b"chance/recall_at_5_ci95_high"):
         assert key in records
 
 

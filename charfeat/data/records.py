@@ -41,6 +41,7 @@ class Record:
     label: str
     metadata: dict = field(default_factory=dict, compare=False)
     line: int = 0
+    group: str | None = None  # data.group_field's value: records of one group stay in one split
 
     @property
     def text_input(self) -> str:
@@ -128,8 +129,11 @@ def _parse(path: Path, issues: Issues) -> list[tuple[int, dict]]:
 
 def read_records(path: str | Path, label_field: str = "fashion_style", issues: Issues | None = None,
                  drop_quality: tuple[str, ...] | list[str] = ("Low",), keep_unknown: bool = False,
-                 start_index: int = 0) -> list[Record]:
-    """Parse one JSONL file (either schema); bad records go to ``issues`` (default: raise RecordError)."""
+                 start_index: int = 0, group_field: str | None = None) -> list[Record]:
+    """Parse one JSONL file (either schema); bad records go to ``issues`` (default: raise RecordError).
+
+    ``group_field``: the key (in image_metadata or at the top level) whose value is each record's
+    group; a record without one is a bad record."""
     _check_choice("data.label_field", label_field, LabelField)
     issues = issues or Issues(OnBadRecord.error)
     path = Path(path)
@@ -172,8 +176,12 @@ def read_records(path: str | Path, label_field: str = "fashion_style", issues: I
         if filename in seen_files:
             issues.bad(where, f"duplicate filename {filename!r} (first on line {seen_files[filename]})")
             continue
+        group = nested.get(group_field, raw.get(group_field)) if group_field else None
+        if group_field and (group is None or isinstance(group, (dict, list)) or not str(group).strip()):
+            issues.bad(where, f"missing group '{group_field}' (data.group_field)")
+            continue
         seen_ids[record_id] = seen_files[filename] = lineno
-        records.append(Record(record_id, filename, label, metadata, lineno))
+        records.append(Record(record_id, filename, label, metadata, lineno, None if group is None else str(group)))
     if not records:
         left_out = len(issues.skipped) + sum(issues.filtered.values()) - before
         raise RecordError(f"{path}: no usable records" + (f" ({left_out} left out)" if left_out else " (empty file)"))

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
-from tqdm.auto import tqdm
 
+from charfeat.console import progress
 from charfeat.data.records import Record, record_text
 from charfeat.data.sources.base import DataSource
 from charfeat.features.cache import FeatureCache, item_key
@@ -98,7 +98,7 @@ class FeatureExtractor:
         cache, backbone = self.cache, self.backbone
         out: list[torch.Tensor | None] = [None] * len(records)
         window = 8 * self.batch_size
-        for start in tqdm(range(0, len(records), window), desc=f"embed {split}", unit="window", leave=False):
+        for start in progress(range(0, len(records), window), desc=f"embed {split}", unit="window", leave=False):
             chunk = records[start:start + window]
             images = data.load_images(split, chunk)
             texts = self.texts(chunk)

@@ -40,6 +40,13 @@ class Job:
     def value(self, metric: str, model: str = "trained") -> float | None:
         return self.scores(model).get(metric)
 
+    def interval(self, metric: str, model: str = "trained") -> tuple[float, float] | None:
+        """The metric's 95 % bootstrap interval (metrics.json's ``<model>_ci95``), if the job wrote one."""
+        bounds = ((self.metrics or {}).get(f"{model}_ci95") or {}).get(metric)
+        if not isinstance(bounds, list) or len(bounds) != 2:
+            return None
+        return float(bounds[0]), float(bounds[1])
+
 
 def natural_key(text: str) -> list:
     """Sort key that puts "2" before "10"."""

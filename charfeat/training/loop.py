@@ -14,21 +14,20 @@ import math
 import os
 import shutil
 import signal
-from collections import Counter
 from pathlib import Path
 from typing import Callable
 
 import torch
-from tqdm.auto import tqdm
 
 from charfeat.config import Precision
+from charfeat.console import progress
 from charfeat.data.labels import encode_labels
 from charfeat.data.records import Record
 from charfeat.data.sources.base import DataSource
 from charfeat.errors import ConfigError, UserError
-from charfeat.evaluation.metrics import chance_metrics, retrieval_metrics
-from charfeat.evaluation.plots import save_plots
-from charfeat.evaluation.results import scalars, with_class_names, write_metrics
+from charfeat.evaluation.final import SplitEmbeddings, evaluate_split
+from charfeat.evaluation.metrics import retrieval_metrics
+from charfeat.evaluation.results import scalars, with_class_names
 from charfeat.features.extract import FeatureExtractor
 from charfeat.inference import embed_features, embed_records
 from charfeat.training import distributed
@@ -51,17 +50,19 @@ class Trainer:
 
     ``cfg`` is the trainer config group; ``records`` holds the train and val splits, whose labels
     ``label_map`` encodes; ``make_optimizer(params=groups)`` builds the optimizer; ``config`` is
-    the run's resolved config, saved in every checkpoint. Only ``rank`` 0 writes ``output_dir``.
+    the run's resolved config, saved in every checkpoint; ``evaluation`` is the ``eval`` config group
+    (the final evaluation's intervals and suspects). Only ``rank`` 0 writes ``output_dir``.
     """
 
     def __init__(self, cfg, *, data: DataSource, records: dict[str, list[Record]], label_map: dict[str, int],
                  sampler, backbone: torch.nn.Module, head: torch.nn.Module, loss_fn: torch.nn.Module,
-                 make_optimizer: Callable, tracker, output_dir: Path, config: dict, run_name: str,
+                 make_optimizer: Callable, tracker, output_dir: Path, config: dict, run_name: str, evaluation,
                  rank: int = 0, world_size: int = 1, device: torch.device = torch.device("cpu")):
         self.cfg, self.data, self.records, self.label_map = cfg, data, records, label_map
         self.sampler, self.backbone, self.head, self.loss_fn = sampler, backbone, head, loss_fn
         self.tracker, self.output_dir, self.config, self.run_name = tracker, output_dir, config, run_name
         self.rank, self.world_size, self.device = rank, world_size, device
+        self.evaluation = evaluation
         self.labels = {split: torch.tensor(encode_labels(split_records, label_map, str(data.jsonl_path(split))))
                        for split, split_records in records.items()}
         self.extractor = FeatureExtractor(backbone, cfg.embed_batch_size, device)
@@ -79,6 +80,7 @@ class Trainer:
         self.progress = Progress()
         self.sampler_state = sampler.state_dict()  # as the current epoch began: replays its batches
         self.features: dict[str, torch.Tensor] | None = None
+        self.baselines: dict[str, torch.Tensor] = {}  # val embeddings of the untrained head, backbone features
         self.results: dict[str, dict] = {}
         self.completed = False  # every epoch ran, or early stopping ended the run
 
@@ -89,15 +91,16 @@ class Trainer:
     def fit(self, saved: dict | None = None, source: str | None = None) -> dict[str, dict]:
         """Train, evaluating after every epoch; write metrics.json and plots (rank 0).
 
-        ``saved`` is the checkpoint read from ``source`` to resume from. Returns {"trained", "untrained",
-        "chance"}, "trained" being the best epoch's metrics (the model ``checkpoints/best.pt`` holds); a
-        run paused by ``trainer.max_steps`` returns what it has so far (no "trained" before its first
-        epoch ends) and writes no metrics.json.
+        ``saved`` is the checkpoint read from ``source`` to resume from. Returns metrics.json's content
+        on rank 0 (trained, untrained, backbone and chance rows, with intervals), {"trained", "untrained"}
+        elsewhere; "trained" is the best epoch's model (the one ``checkpoints/best.pt`` holds). A run
+        paused by ``trainer.max_steps`` returns what it has so far (no "trained" before its first epoch
+        ends) and writes no metrics.json.
         """
         if self.backbone.frozen:
             self._extract_features()
-        majority = Counter(self.labels["train"].tolist()).most_common(1)[0][0]
-        self.results = {"untrained": self.evaluate(), "chance": chance_metrics(self.labels["val"], majority)}
+        self.baselines = {"untrained": self.embed_split("val"), "backbone": self.backbone_features("val")}
+        self.results = {"untrained": self.score(self.baselines["untrained"])}
         if saved is not None:
             self.resume(saved, source)
         try:
@@ -107,8 +110,7 @@ class Trainer:
                 self.tracker.finish()
                 return self.results
             self.completed = True
-            results = {name: self.results[name] for name in ("trained", "untrained", "chance")}
-            self._write_outputs(results)
+            results = self._write_outputs()
         except BaseException:
             self.tracker.finish(exit_code=1)
             raise
@@ -125,8 +127,7 @@ class Trainer:
     def _run_epochs(self) -> bool:
         """The remaining epochs; True when ``trainer.max_steps`` paused the run."""
         p = self.progress
-        bar = tqdm(total=self.cfg.epochs * len(self.sampler), initial=p.step, desc="train", unit="step",
-                   disable=not self.main_process)
+        bar = progress(total=self.cfg.epochs * len(self.sampler), initial=p.step, desc="train", unit="step", main=True)
         try:
             with StopSignal() as stop:
                 while p.epoch < self.cfg.epochs:
@@ -189,6 +190,7 @@ class Trainer:
         self.sampler_state = self.sampler.state_dict()
         p.epoch, p.step_in_epoch = epoch, 0
         metrics = self.evaluate()
+        self.results.setdefault("history", []).append({"epoch": epoch, **scalars(metrics, "")})
         self.tracker.log(scalars(metrics, "val/"), step=p.step)
         log.info("epoch %d: %s", epoch, ", ".join(f"{k} {v:.4f}" for k, v in scalars(metrics, "").items()))
         if p.best is None or metrics[monitor] > p.best:
@@ -226,16 +228,30 @@ class Trainer:
                                      self.cfg.embed_batch_size, self.device)
         return distributed.gather_shards(mine, len(self.records[split]))
 
-    def evaluate(self) -> dict:
-        """Retrieval metrics of the validation split, per-class results keyed by class name: computed on
-        rank 0 from the model every rank holds (buffers averaged first), received by every rank."""
-        distributed.average_buffers([self.head, self.loss_fn])
-        embeddings = self.embed_split("val")
+    def backbone_features(self, split: str) -> torch.Tensor:
+        """The backbone's pooled features of ``split`` (no head), on every rank: those extracted for a
+        frozen backbone, else one pass now (before training: the raw backbone's)."""
+        if self.features is not None:
+            return self.features[split]
+        self.backbone.eval()
+        with autocast(self.device, self.cfg.precision):
+            mine = self.extractor.extract(self.data, split, self.records[split][self.rank::self.world_size])
+        return distributed.gather_shards(mine, len(self.records[split]))
+
+    def score(self, embeddings: torch.Tensor) -> dict:
+        """Retrieval metrics of validation embeddings, per-class results keyed by class name: computed on
+        rank 0, received by every rank (so every rank takes the same decisions)."""
         metrics = None
         if self.main_process:
             metrics = with_class_names(retrieval_metrics(embeddings, self.labels["val"], len(self.label_map)),
                                        list(self.label_map))
         return distributed.broadcast_object(metrics)
+
+    def evaluate(self) -> dict:
+        """Retrieval metrics of the validation split from the model as it is now, which every rank holds
+        alike (buffers averaged first)."""
+        distributed.average_buffers([self.head, self.loss_fn])
+        return self.score(self.embed_split("val"))
 
     def save(self, name: str) -> Path:
         """checkpoints/<name>.pt (rank 0 writes it, with every rank's RNG state); returns its path."""
@@ -299,25 +315,25 @@ class Trainer:
         os.replace(tmp, target)
         log.info("resume: carried over the best checkpoint (epoch %d) from %s", best_epoch, origin)
 
-    def _write_outputs(self, results: dict[str, dict]) -> None:
-        """metrics.json and the plots, of the best epoch's model (rank 0 writes; every rank embeds)."""
-        best = self.output_dir / "checkpoints" / "best.pt"
-        if self.cfg.plots:
-            distributed.barrier()  # rank 0 has written best.pt
-            if self.progress.best_epoch != self.progress.epoch and best.is_file():
-                self._load_weights(read_checkpoint(best))
-            embeddings = self.embed_split("val")
+    def _write_outputs(self) -> dict:
+        """The final evaluation (charfeat.evaluation.final) of the best epoch's model next to the
+        baselines: metrics.json, per_query.npz, suspects.jsonl, plots and report.html (rank 0 writes;
+        every rank embeds). Returns the results (rank 0) or the trained and untrained rows."""
+        p, best = self.progress, self.output_dir / "checkpoints" / "best.pt"
+        distributed.barrier()  # rank 0 has written best.pt
+        if p.best_epoch != p.epoch and best.is_file():
+            self._load_weights(read_checkpoint(best))
+        embeddings = self.embed_split("val")
         if not self.main_process:
-            return
-        write_metrics(self.output_dir / "metrics.json", results)
+            return {name: self.results[name] for name in ("trained", "untrained")}
         if best.is_file():
             self.tracker.log_checkpoint(best, name=f"{self.run_name}-best")
-        if self.cfg.plots:
-            self.tracker.log_images(save_plots(self.output_dir / "plots", embeddings, self.labels["val"],
-                                               list(self.label_map), self.data, "val", self.records["val"]))
-        self.tracker.summarize({k: v for model, metrics in results.items()
-                                for k, v in scalars(metrics, f"{model}/").items()})
-
+        split = SplitEmbeddings("val", self.records["val"], self.labels["val"], list(self.label_map), self.data,
+                                rows={"trained": embeddings, **self.baselines},
+                                subject=f"trained model, epoch {p.best_epoch} of {p.epoch}",
+                                history=self.results.get("history", []),
+                                model_info={"checkpoint": self.results["trained"]["checkpoint"]})
+        return evaluate_split(self.output_dir, split, self.evaluation, self.cfg.plots, self.tracker)
 
 def cpu_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     """A module's state dict on the CPU, for a checkpoint."""

@@ -1,4 +1,5 @@
-"""Evaluation at scale: retrieval metrics of N embeddings, time and peak memory, in one run.
+"""Evaluation at scale: retrieval metrics of N embeddings, time and peak memory, and what the exact
+chance row and the bootstrap intervals add to it, in one run.
 
     python experiments/eval_scale/bench_eval.py --n 100000 --dim 256 --classes 10
 """
@@ -10,11 +11,18 @@ import time
 import torch
 from torch.nn import functional as F
 
-from charfeat.evaluation.metrics import retrieval_metrics
+from charfeat.evaluation.bootstrap import intervals
+from charfeat.evaluation.metrics import chance_per_query, query_results, summarize
 
 
 def peak_rss_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux reports KiB
+
+
+def timed(fn, *args, **kwargs):
+    start = time.perf_counter()
+    out = fn(*args, **kwargs)
+    return out, time.perf_counter() - start
 
 
 def main() -> None:
@@ -22,6 +30,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=100_000)
     parser.add_argument("--dim", type=int, default=256)
     parser.add_argument("--classes", type=int, default=10)
+    parser.add_argument("--bootstrap", type=int, default=1000)
     args = parser.parse_args()
 
     generator = torch.Generator().manual_seed(0)
@@ -29,15 +38,25 @@ def main() -> None:
     centres = torch.randn(args.classes, args.dim, generator=generator)
     embeddings = F.normalize(centres[labels] + 4.0 * torch.randn(args.n, args.dim, generator=generator), dim=1)
     before = peak_rss_gib()
-    start = time.perf_counter()
-    result = retrieval_metrics(embeddings, labels)
-    seconds = time.perf_counter() - start
-    data_gib = embeddings.numel() * 4 / 2**30
+    queries, search = timed(query_results, embeddings, labels, args.classes)
+    result, summary = timed(summarize, queries)
+    after_search = peak_rss_gib()
+    chance, chance_s = timed(chance_per_query, labels, args.classes)
+    mask = queries.answerable
+    values = {f"model/{k}": v for k, v in queries.answered().items()}
+    values.update({f"chance/{k}": v[mask].numpy() for k, v in chance.items()})
+    bounds, boot_s = timed(intervals, values, args.bootstrap, 0)
+    evaluation = search + summary
     print(f"n={args.n} dim={args.dim} classes={args.classes} threads={torch.get_num_threads()}")
-    print(f"embeddings: {data_gib:.2f} GiB; peak RSS before metrics {before:.2f} GiB, after {peak_rss_gib():.2f} GiB")
+    print(f"embeddings: {embeddings.numel() * 4 / 2**30:.2f} GiB; peak RSS before metrics {before:.2f} GiB, "
+          f"after the search {after_search:.2f} GiB, after the intervals {peak_rss_gib():.2f} GiB")
     print(f"a full N x N float32 matrix would be {args.n**2 * 4 / 2**30:.1f} GiB")
-    print(f"time: {seconds:.1f} s ({args.n / seconds:,.0f} queries/s)")
+    print(f"evaluation (neighbour search + summary): {evaluation:.1f} s ({args.n / evaluation:,.0f} queries/s)")
+    print(f"exact chance: {chance_s:.2f} s; bootstrap ({args.bootstrap} resamples, {len(values)} columns: "
+          f"model and chance x 5 metrics): {boot_s:.2f} s")
+    print(f"intervals and chance add {100 * (chance_s + boot_s) / evaluation:.1f} % to the evaluation's time")
     print({k: round(v, 4) for k, v in result.items() if isinstance(v, float)})
+    print({k: [round(b, 4) for b in v] for k, v in bounds.items() if k.endswith(("precision_at_1", "at_r"))})
 
 
 if __name__ == "__main__":

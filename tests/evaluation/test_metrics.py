@@ -1,11 +1,13 @@
 """Retrieval metrics: hand-made cases, a cross-check against pytorch-metric-learning, blocking."""
 
+import itertools
+
 import pytest
 import torch
 from torch.nn import functional as F
 
 import charfeat.evaluation.metrics as metrics_module
-from charfeat.evaluation.metrics import chance_metrics, retrieval_metrics
+from charfeat.evaluation.metrics import SCALAR_METRICS, chance_metrics, query_results, retrieval_metrics, summarize
 
 
 def test_perfect_clusters_score_one():
@@ -69,8 +71,73 @@ def test_needs_two_embeddings():
         retrieval_metrics(torch.ones(1, 3), torch.tensor([0]))
 
 
-def test_chance_is_the_majority_share():
-    labels = torch.tensor([2, 2, 2, 0, 1])
-    assert chance_metrics(labels, majority_label=2)["precision_at_1"] == pytest.approx(0.6)
-    assert chance_metrics(labels, majority_label=2)["mean_average_precision_at_r"] == pytest.approx(0.6)
-    assert chance_metrics(labels, majority_label=0)["recall_at_10"] == pytest.approx(0.2)
+def brute_force_chance(labels: list[int], k_recall=(5, 10)) -> dict[str, float]:
+    """The mean of every metric over every ordering of the gallery, for each answerable query."""
+    totals, answerable = dict.fromkeys(SCALAR_METRICS, 0.0), 0
+    for q, label in enumerate(labels):
+        others = [x for i, x in enumerate(labels) if i != q]
+        r = others.count(label)
+        if r == 0:
+            continue
+        answerable += 1
+        orders = list(itertools.permutations(others))
+        for order in orders:
+            hits = [x == label for x in order]
+            totals["precision_at_1"] += hits[0] / len(orders)
+            for k in k_recall:
+                totals[f"recall_at_{k}"] += any(hits[:k]) / len(orders)
+            ap = sum(sum(hits[:i + 1]) / (i + 1) for i in range(r) if hits[i]) / r
+            totals["mean_average_precision_at_r"] += ap / len(orders)
+            totals["r_precision"] += sum(hits[:r]) / r / len(orders)
+    return {name: value / answerable for name, value in totals.items()}
+
+
+def test_chance_by_hand_on_three_answerable_queries():
+    """Class 1 is alone (not answerable); each class-0 query has M = 3 others, R = 2 of its class:
+    orders HHM, HMH, MHH give AP@R 1, 1/2, 1/4; recall@5 looks at all 3 and always finds one."""
+    chance = chance_metrics(torch.tensor([0, 0, 0, 1]))
+    assert chance["precision_at_1"] == pytest.approx(2 / 3)
+    assert chance["r_precision"] == pytest.approx(2 / 3)
+    assert chance["mean_average_precision_at_r"] == pytest.approx((1 + 0.5 + 0.25) / 3)
+    assert chance["recall_at_5"] == pytest.approx(1.0) and chance["recall_at_10"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("labels", [[0, 0, 1, 1, 1], [0, 0, 0, 0, 1, 2], [0, 1, 1, 2, 2, 2, 2], [3, 3, 0, 1, 2, 2]])
+def test_chance_equals_the_mean_over_every_ordering(labels):
+    exact = chance_metrics(torch.tensor(labels))
+    assert exact == pytest.approx(brute_force_chance(labels, k_recall=(5, 10)), abs=1e-12)
+
+
+def test_chance_recall_at_k_is_hypergeometric_not_precision_at_1():
+    """20 items of 4 classes of 5: M = 19, R = 4; recall@5 = 1 - C(15,5)/C(19,5)."""
+    from math import comb
+
+    chance = chance_metrics(torch.arange(4).repeat_interleave(5))
+    assert chance["precision_at_1"] == pytest.approx(4 / 19)
+    assert chance["recall_at_5"] == pytest.approx(1 - comb(15, 5) / comb(19, 5))
+    assert chance["recall_at_10"] == pytest.approx(1 - comb(15, 10) / comb(19, 10))
+    assert chance["recall_at_5"] > chance["precision_at_1"]
+
+
+def test_chance_matches_random_embeddings_on_average():
+    """Random directions rank the gallery at random: their mean score approaches the exact chance."""
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.tensor([0] * 30 + [1] * 10 + [2] * 5 + [3])
+    runs = [retrieval_metrics(torch.randn(len(labels), 64, generator=generator), labels) for _ in range(200)]
+    exact = chance_metrics(labels)
+    for name in SCALAR_METRICS:
+        assert sum(run[name] for run in runs) / len(runs) == pytest.approx(exact[name], abs=0.02), name
+
+
+def test_per_query_values_average_to_the_summary():
+    generator = torch.Generator().manual_seed(2)
+    labels = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2, 2, 3])  # class 3 is alone: not answerable
+    embeddings = torch.randn(len(labels), 8, generator=generator)
+    results = query_results(embeddings, labels, keep=3)
+    assert results.answerable.tolist() == [True] * 9 + [False]
+    summary = summarize(results)
+    for name, values in results.answered().items():
+        assert len(values) == 9 and values.mean() == pytest.approx(summary[name])
+    assert results.neighbours.shape == (10, 3) and (results.neighbours != torch.arange(10)[:, None]).all()
+    assert (results.scores[:, :-1] >= results.scores[:, 1:]).all()  # best first
+    assert sum(map(sum, summary["nn_confusion"])) == 10

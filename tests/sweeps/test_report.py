@@ -253,3 +253,48 @@ def test_a_sweep_whose_jobs_all_failed_gets_its_files_and_empty_charts(tmp_path)
     svg = (tmp_path / "report_mean_average_precision_at_r_vs_loss.margin.svg").read_text()
     assert f"no job has {MAP}" in svg and "<title>" not in svg
     assert (tmp_path / "report.html").read_text().count('<tr class="failed"') == 2
+
+
+def job_with_queries(sweep: Path, name: str, margin: str, hits: "np.ndarray", ids: list[str]):
+    """A job whose trained precision@1 is the mean of ``hits`` over ``ids``, with its interval and
+    per_query.npz as a training run writes them."""
+    from charfeat.evaluation.bootstrap import intervals
+    from charfeat.evaluation.per_query import write_per_query
+
+    job = make_job(sweep, name, [f"loss.margin={margin}"], None)
+    low, high = intervals({"p": hits}, 1000, 0)["p"]
+    (job / "metrics.json").write_text(json.dumps({"trained": {"precision_at_1": float(hits.mean())},
+                                                  "trained_ci95": {"precision_at_1": [low, high]}}))
+    write_per_query(job / "per_query.npz", ids, {"trained": {"precision_at_1": hits}})
+    return job
+
+
+def test_jobs_not_distinguishable_from_the_best_are_marked_by_a_paired_bootstrap(tmp_path):
+    """300 queries. Job 1 is best; job 0 differs from it on 2 queries (a tie); job 2 is right on 20
+    fewer queries: its interval overlaps the best's, but on the same queries it is worse; job 3 was
+    scored on other queries and cannot be paired."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    best = (rng.random(300) < 0.6).astype(float)
+    ids = [f"q{i}" for i in range(300)]
+    near, worse = best.copy(), best.copy()
+    near[np.flatnonzero(best == 1)[:2]] = 0
+    worse[np.flatnonzero(best == 1)[:20]] = 0
+    job_with_queries(tmp_path, "0", "0.1", near, ids)
+    job_with_queries(tmp_path, "1", "0.2", best, ids)
+    job_with_queries(tmp_path, "2", "0.3", worse, ids)
+    job_with_queries(tmp_path, "3", "0.4", best[::-1].copy(), ids[::-1])
+    jobs = collect_jobs(tmp_path)
+    assert jobs[2].interval("precision_at_1")[1] > jobs[1].interval("precision_at_1")[0]  # overlapping
+
+    text = write_report(tmp_path, metric="precision_at_1")
+    lines = {line.split()[0]: line for line in text.splitlines()[2:]}
+    assert "not distinguishable" in lines["0"] and "best" in lines["1"] and "worse" in lines["2"]
+    assert "other queries" in lines["3"]
+    assert f"{best.mean():.4f} ±" in lines["1"]  # the value with half its interval
+    assert text.splitlines()[0].split()[:4] == ["job", "status", "vs", "best"]
+    page = (tmp_path / "report.html").read_text()
+    assert page.count('<tr class="tied"') == 1 and "paired bootstrap" in page
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "report.csv").read_text())))
+    assert float(rows[1]["trained/precision_at_1_ci95_low"]) < best.mean() < float(rows[1]["trained/precision_at_1_ci95_high"])

@@ -99,10 +99,10 @@ def test_best_checkpoint_and_early_stopping(compose_cfg, tmp_path, caplog):
     assert last["stale_epochs"] == 1 and best["epoch"] == last["best_epoch"] == last["epoch"] - 1
     assert best["best"] == pytest.approx(best["results"]["trained"]["mean_average_precision_at_r"])
     # "trained" is the best epoch, the model best.pt holds, not the last one (patience epochs past it)
-    assert results["trained"]["mean_average_precision_at_r"] == best["best"]
+    assert results["trained"]["mean_average_precision_at_r"] == round(best["best"], 6)  # metrics.json's rounding
     assert results["trained"]["checkpoint"] == {"path": "checkpoints/best.pt", "epoch": best["epoch"]}
     written = json.loads((tmp_path / "run" / "metrics.json").read_text())["trained"]
-    assert written["precision_at_1"] == best["results"]["trained"]["precision_at_1"]
+    assert written["precision_at_1"] == round(best["results"]["trained"]["precision_at_1"], 6)
     assert f"trained = epoch {best['epoch']} of {last['epoch']}, the best mean_average_precision_at_r" in caplog.text
 
 

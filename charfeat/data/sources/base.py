@@ -13,18 +13,19 @@ from pathlib import Path
 
 from PIL import Image
 
-from charfeat.config import LabelField, OnBadRecord, Split
+from charfeat.config import LabelField, OnBadRecord, OnLeak, Split
 from charfeat.data.images import try_decode
 from charfeat.data.labels import build_label_map, keep_known_labels
 from charfeat.data.records import Issues, Record, read_records
-from charfeat.data.split import stratified_split
+from charfeat.data.split import grouped_split, stratified_split
 from charfeat.errors import UserError
 
 SPLITS = tuple(Split.__members__)
 # What a source without metadata (a bare folder or S3 prefix, for charfeat.embed) gives DataSource:
 # it reads no JSONL, so none of the record options applies, and a missing image is an error.
 NO_METADATA = dict(train_jsonl="", val_jsonl=None, label_field=None, on_bad_record=OnBadRecord.error,
-                   drop_quality=(), keep_unknown=False, start_index=0, val_fraction=0.0, split_seed=0)
+                   drop_quality=(), keep_unknown=False, start_index=0, val_fraction=0.0, split_seed=0,
+                   group_field=None, on_leak=OnLeak.error, duplicate_threshold=None)
 log = logging.getLogger(__name__)
 
 
@@ -40,11 +41,13 @@ class DataSource(ABC):
 
     def __init__(self, root: str, train_jsonl: str, val_jsonl: str | None, label_field: LabelField,
                  on_bad_record: OnBadRecord, drop_quality: list[str] | tuple, keep_unknown: bool,
-                 start_index: int, val_fraction: float, split_seed: int):
+                 start_index: int, val_fraction: float, split_seed: int, group_field: str | None,
+                 on_leak: OnLeak, duplicate_threshold: float | None):
         self.root = Path(root).expanduser()
         self.jsonl = {"train": train_jsonl, "val": val_jsonl}
         self.read_options = dict(label_field=label_field, drop_quality=tuple(drop_quality),
-                                 keep_unknown=keep_unknown, start_index=start_index)
+                                 keep_unknown=keep_unknown, start_index=start_index, group_field=group_field)
+        self.leak_options = dict(group_field=group_field, on_leak=on_leak, duplicate_threshold=duplicate_threshold)
         self.val_fraction, self.split_seed = val_fraction, split_seed
         self.issues = Issues(on_bad_record)  # validates the policy name now, before any file is read
         self._records: dict[str, list[Record]] = {}
@@ -69,9 +72,10 @@ class DataSource(ABC):
         if self.jsonl["val"]:
             splits["val"] = read_records(self.jsonl_path("val"), issues=issues, **self.read_options)
         else:
-            splits["train"], splits["val"] = stratified_split(splits["train"], self.val_fraction, self.split_seed)
-            log.info("no val file: %.0f%% of each class split off (seed %d)", 100 * self.val_fraction,
-                     self.split_seed)
+            split = grouped_split if self.read_options["group_field"] else stratified_split
+            splits["train"], splits["val"] = split(splits["train"], self.val_fraction, self.split_seed)
+            log.info("no val file: %.0f%% of each class split off (seed %d%s)", 100 * self.val_fraction,
+                     self.split_seed, ", whole groups" if split is grouped_split else "")
         for split, records in splits.items():
             splits[split] = self.check_images(split, records, issues)
         splits["val"] = keep_known_labels(splits["val"], build_label_map(splits["train"]),
