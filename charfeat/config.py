@@ -80,6 +80,11 @@ class AttnImplementation(Choice):  # transformers' names
     flash_attention_2 = auto()
 
 
+class RandomModel(Choice):  # the random Qwen3-VLs charfeat builds (charfeat.models.backbone.tiny)
+    tiny = auto()  # 0.9 M parameters, small images: tests and smoke runs
+    small = auto()  # ~20 M parameters, 224x224 images: benchmarks with a realistic extraction cost
+
+
 class InputNorm(Choice):
     batch = auto()  # BatchNorm1d over the backbone features
     none = auto()  # for multi-process CPU runs that must match a single process (no SyncBatchNorm)
@@ -253,7 +258,8 @@ class BackboneConfig:
     attn_implementation: Optional[AttnImplementation] = AttnImplementation.sdpa  # transformers' attention kernel
     gradient_checkpointing: bool = False  # recompute activations in backward when training
     feature_cache: Optional[str] = SI("${paths.cache_dir}/features")  # frozen features on disk; null = off
-    build_tiny: bool = False  # build a tiny random model at name_or_path first if nothing is there
+    # build this random model at name_or_path first if nothing is there; null: name_or_path must exist
+    build_random: Optional[RandomModel] = None
 
 
 @dataclass

@@ -27,7 +27,7 @@ def download(cfg: DictConfig) -> Path:
     from charfeat.models.backbone.hub import ModelNotAvailable, check_repo_id, fetch_snapshot, hub_unreachable
 
     name, revision = cfg.backbone.name_or_path, cfg.revision or cfg.backbone.revision
-    if cfg.backbone.build_tiny or Path(name).expanduser().is_dir():
+    if cfg.backbone.build_random is not None or Path(name).expanduser().is_dir():
         raise ConfigError(f"backbone.name_or_path={name} is a local directory (or built locally): nothing to download")
     check_repo_id(name)
     unreachable = hub_unreachable(name, revision)

@@ -51,7 +51,7 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, dict
         cfg = resumed_config(cfg, overrides, saved["config"], source)
         validate(cfg)
     tc = cfg.trainer
-    check_available(cfg.backbone.name_or_path, cfg.backbone.revision, cfg.backbone.build_tiny)  # before the data
+    check_available(cfg.backbone.name_or_path, cfg.backbone.revision, cfg.backbone.build_random)  # before the data
     device = distributed.pick_device(str(tc.device))
     seed_everything(tc.seed)
     torch.use_deterministic_algorithms(True, warn_only=True)

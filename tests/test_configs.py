@@ -96,7 +96,7 @@ def test_seed_baseline_is_the_documented_run(compose_cfg):
 def test_used_by_overrides(compose_cfg):
     cfg = compose_cfg("sampler.p=8", "loss.margin=0.3")
     assert cfg.sampler.p == 8 and cfg.loss.margin == pytest.approx(0.3)
-    assert cfg.data._target_.endswith("SampleData") and cfg.backbone.build_tiny
+    assert cfg.data._target_.endswith("SampleData") and cfg.backbone.build_random == "tiny"
     assert cfg.logger.mode == "offline"
 
 

@@ -50,11 +50,11 @@ def local_snapshot(name_or_path: str, revision: str | None) -> str:
     return cached
 
 
-def check_available(name_or_path: str, revision: str | None, build_tiny: bool) -> None:
+def check_available(name_or_path: str, revision: str | None, build_random: str | None) -> None:
     """Raise ModelNotAvailable now if the backbone can be neither read from disk nor fetched; downloads
     nothing. For a run to call before it reads its data, so that an offline node says so in seconds
     instead of after listing a bucket."""
-    if build_tiny or Path(name_or_path).expanduser().is_dir():
+    if build_random is not None or Path(name_or_path).expanduser().is_dir():
         return
     check_repo_id(name_or_path)
     unreachable = hub_unreachable(name_or_path, revision)

@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from charfeat.config import AttnImplementation, Dtype, Pooling, TextMode, TrainMode, float16_training_problem
+from charfeat.config import (AttnImplementation, Dtype, Pooling, RandomModel, TextMode, TrainMode,
+                             float16_training_problem)
 from charfeat.errors import ConfigError
 from charfeat.models.backbone.pooling import last_token, masked_mean
 
@@ -58,7 +59,7 @@ class Qwen3VLBackbone(nn.Module):
         attn_implementation: AttnImplementation | None,
         gradient_checkpointing: bool,
         feature_cache: str | None,
-        build_tiny: bool,
+        build_random: RandomModel | None,
     ):
         super().__init__()
         if pooling == Pooling.vision and text != TextMode.none:
@@ -68,10 +69,10 @@ class Qwen3VLBackbone(nn.Module):
             raise ConfigError(problem)
         from charfeat.models.backbone.hub import local_snapshot
 
-        if build_tiny and not Path(name_or_path).exists():
-            from charfeat.models.backbone.tiny import build_tiny_qwen3_vl
+        if build_random is not None and not Path(name_or_path).exists():
+            from charfeat.models.backbone.tiny import build_random_qwen3_vl
 
-            build_tiny_qwen3_vl(name_or_path)
+            build_random_qwen3_vl(name_or_path, str(build_random))
         files = local_snapshot(str(name_or_path), revision)  # a directory; a hub model out of reach fails in seconds
         from transformers import AutoModel
 

@@ -40,6 +40,16 @@ CHAT_TEMPLATE = (
 
 TINY_MIN_PIXELS = 64 * 64
 TINY_MAX_PIXELS = 128 * 128
+SMALL_PIXELS = 224 * 224  # every image becomes about 224 x 224: 49 LLM tokens
+
+# The random models charfeat builds on first use (backbone.build_random): "tiny" for tests and smoke
+# runs (0.9 M parameters); "small" (~20 M) has enough compute per image that extraction weighs against
+# the head's training as with a real backbone, for benchmarks of what a cache or pipeline saves.
+RANDOM_SIZES = {
+    "tiny": ({}, (TINY_MIN_PIXELS, TINY_MAX_PIXELS)),
+    "small": ({"hidden_size": 512, "num_layers": 4, "num_heads": 8, "num_kv_heads": 4, "vision_hidden_size": 256,
+               "vision_depth": 4}, (SMALL_PIXELS, SMALL_PIXELS)),
+}
 
 
 def build_tokenizer():
@@ -131,8 +141,16 @@ def tiny_config(
     )
 
 
-def build_tiny_qwen3_vl(path: str | os.PathLike, hidden_size: int = 128, seed: int = 0, **config_kwargs) -> Path:
-    """Build and save a tiny random Qwen3-VL (model + processor) at `path`; return the path.
+def build_random_qwen3_vl(path: str | os.PathLike, size: str) -> Path:
+    """Build and save the random Qwen3-VL of ``RANDOM_SIZES[size]`` at ``path`` (if nothing is there)."""
+    config_kwargs, pixels = RANDOM_SIZES[size]
+    return build_tiny_qwen3_vl(path, pixels=pixels, **config_kwargs)
+
+
+def build_tiny_qwen3_vl(path: str | os.PathLike, hidden_size: int = 128, seed: int = 0,
+                        pixels: tuple[int, int] = (TINY_MIN_PIXELS, TINY_MAX_PIXELS), **config_kwargs) -> Path:
+    """Build and save a tiny random Qwen3-VL (model + processor, whose pixel budget is ``pixels``) at
+    `path`; return the path.
 
     The directory is written atomically: everything goes to a temp dir beside `path`, which is then
     renamed into place. If `path` already exists (or another process wins the rename race), the
@@ -150,7 +168,7 @@ def build_tiny_qwen3_vl(path: str | os.PathLike, hidden_size: int = 128, seed: i
 
     tokenizer = build_tokenizer()
     processor = Qwen3VLImageTextProcessor(
-        image_processor=build_image_processor(), tokenizer=tokenizer, chat_template=CHAT_TEMPLATE
+        image_processor=build_image_processor(*pixels), tokenizer=tokenizer, chat_template=CHAT_TEMPLATE
     )
     config = tiny_config(tokenizer, hidden_size=hidden_size, **config_kwargs)
     with torch.random.fork_rng(devices=[]):

@@ -10,7 +10,7 @@ from charfeat.models.backbone.model import Qwen3VLBackbone
 from configured import option
 
 CONF_DIR = Path(__file__).resolve().parents[3] / "conf" / "backbone"
-NAMES = ["tiny", "qwen3_vl_2b", "qwen3_vl_4b", "qwen3_vl_8b", "qwen3_vl_embedding_2b", "qwen3_vl_embedding_8b"]
+NAMES = ["tiny", "small", "qwen3_vl_2b", "qwen3_vl_4b", "qwen3_vl_8b", "qwen3_vl_embedding_2b", "qwen3_vl_embedding_8b"]
 
 
 def composed(name: str):
@@ -31,12 +31,12 @@ def test_schema_keys_are_the_constructors_parameters():
 
 @pytest.mark.parametrize("name", NAMES)
 def test_variants_state_only_what_differs(name):
-    real = name != "tiny"
+    real = name not in ("tiny", "small")
     assert set(option("backbone", name)) == ({"name_or_path"} | ({"pooling"} if "embedding" in name else set())
-                                             | (set() if real else {"dtype", "max_pixels", "build_tiny"}))
+                                             | (set() if real else {"dtype", "max_pixels", "build_random"}))
     cfg = composed(name)
     assert cfg._target_ == "charfeat.models.backbone.model.Qwen3VLBackbone"
-    assert cfg.build_tiny is not real
+    assert cfg.build_random == (None if real else name)
     assert cfg.dtype == ("bfloat16" if real else "float32")
     assert cfg.pooling == ("last" if "embedding" in name else "mean")
     assert cfg.max_pixels == (448 * 448 if real else None)

@@ -84,7 +84,7 @@ def test_unreachable_hub_uses_the_cached_snapshot(tiny_path, hf, closed_port):
         fetched = local_snapshot(REPO, None)
     hf(f"http://127.0.0.1:{closed_port}")
     assert local_snapshot(REPO, None) == fetched
-    check_available(REPO, None, build_tiny=False)  # no error either
+    check_available(REPO, None, build_random=None)  # no error either
 
 
 @pytest.mark.parametrize("offline", [False, True])
@@ -93,7 +93,7 @@ def test_missing_model_without_the_hub_says_what_to_do(hf, closed_port, offline,
     if offline:  # HF_HUB_OFFLINE: not even the one request
         monkeypatch.setattr("huggingface_hub.HfApi.repo_info", lambda *a, **k: pytest.fail("asked the hub"))
     with pytest.raises(ModelNotAvailable) as error:
-        check_available(REPO, "v1", build_tiny=False)
+        check_available(REPO, "v1", build_random=None)
     message = str(error.value)
     assert message.startswith(f"backbone.name_or_path={REPO}@v1 is not in the Hugging Face cache")
     assert ("HF_HUB_OFFLINE is set" if offline else "Connection refused") in message

@@ -1,5 +1,6 @@
 import os
 
+import pytest
 import torch
 
 from charfeat.models.backbone.tiny import TINY_MAX_PIXELS, build_tiny_qwen3_vl
@@ -53,9 +54,9 @@ def test_build_keeps_the_winner_of_a_race(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["tiny"]
 
 
-def test_build_tiny_flag_builds_missing_model(tmp_path, mixed_images):
+def test_build_random_builds_a_missing_model(tmp_path, mixed_images):
     path = tmp_path / "cache" / "models" / "tiny-qwen3-vl"
-    backbone = tiny_backbone(path, build_tiny=True)
+    backbone = tiny_backbone(path, build_random="tiny")
     assert (path / "model.safetensors").exists()
     assert backbone.processor.image_processor.size.longest_edge == TINY_MAX_PIXELS
 
@@ -67,3 +68,17 @@ def test_save_and_reload_give_identical_embeddings(tiny_path, tmp_path, mixed_im
     second = tiny_backbone(tmp_path / "copy")
     inputs = first.preprocess(mixed_images)
     assert torch.equal(first(**inputs), second(**second.preprocess(mixed_images)))
+
+
+@pytest.mark.slow
+def test_backbone_small_is_built_on_first_use_with_20m_parameters(tmp_path):
+    """backbone=small: built like tiny, ~20 M parameters, every image about 224 x 224 (49 LLM tokens)."""
+    from PIL import Image
+
+    from charfeat.config import BackboneConfig, build
+
+    backbone = build(BackboneConfig, name_or_path=str(tmp_path / "small"), build_random="small", dtype="float32",
+                     max_pixels=None, feature_cache=None)
+    assert 15e6 < sum(p.numel() for p in backbone.parameters()) < 25e6
+    assert backbone.image_tokens(Image.new("RGB", (96, 96))) == 49
+    assert backbone.image_tokens(Image.new("RGB", (640, 480))) in (48, 49, 50)
