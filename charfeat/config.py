@@ -39,6 +39,19 @@ class OnBadRecord(Choice):
     skip = auto()  # leave out, count, report (log and W&B)
 
 
+class VerifyImages(Choice):  # how deeply every image is checked before any model is built
+    full = auto()  # decode every pixel: a truncated file is found before training, not at step 30
+    header = auto()  # parse each header: format, size, data.max_image_pixels, aspect ratio
+    none = auto()  # only that each image exists
+
+
+def _verify_images_default(train: str, on_bad_record: str) -> str:
+    """``full`` where an image would otherwise first be decoded mid-training (a trainable backbone)
+    or a bad one must be left out before the run starts (``skip``); ``header`` for a frozen backbone
+    under ``error``, whose feature extraction decodes every image before the first step anyway."""
+    return VerifyImages.header if train == TrainMode.frozen and on_bad_record == OnBadRecord.error else VerifyImages.full
+
+
 class RetryMode(Choice):  # botocore's retry modes
     standard = auto()
     adaptive = auto()  # with client-side rate limiting
@@ -125,7 +138,15 @@ class Split(Choice):
 
 
 @dataclass
-class RecordsConfig:
+class ImagesConfig:
+    """How every data source decodes images."""
+
+    # larger images are bad records (decompression bombs); 150 MP covers full-resolution phone photos
+    max_image_pixels: Optional[int] = 150_000_000
+
+
+@dataclass
+class RecordsConfig(ImagesConfig):
     """What every labelled data source shares: where the JSONL lives and how records become labels."""
 
     _target_: str = MISSING
@@ -139,6 +160,8 @@ class RecordsConfig:
     start_index: int = 0  # older files: filename = aug_{start_index + line - 1:05d}.jpg
     val_fraction: float = 0.1  # with val_jsonl null: the share of each class split off
     split_seed: int = 0
+    # full for a trainable backbone or under on_bad_record=skip, header for a frozen one under error
+    verify_images: VerifyImages = SI("${charfeat.verify_images:${oc.select:backbone.train,frozen},${.on_bad_record}}")
 
 
 @dataclass
@@ -149,10 +172,11 @@ class LocalDataConfig(RecordsConfig):
 
 @dataclass
 class SampleDataConfig(LocalDataConfig):
-    """The bundled sample set, generated on first use; other sizes are generated anew."""
+    """The bundled sample set, generated on first use, one directory per setting of the keys below."""
 
     _target_: str = "charfeat.data.sources.sample.SampleData"
-    root: str = SI("${paths.cache_dir}/sample_data")
+    root: Optional[str] = None  # must stay null: the set lives under cache_dir (your own data: data=local)
+    cache_dir: str = SI("${paths.cache_dir}/sample_data")
     num_classes: int = 8
     train_per_class: int = 30
     val_per_class: int = 10
@@ -161,7 +185,7 @@ class SampleDataConfig(LocalDataConfig):
 
 
 @dataclass
-class FolderDataConfig:
+class FolderDataConfig(ImagesConfig):
     _target_: str = "charfeat.data.sources.folder.FolderData"
     root: str = MISSING
     image_dir: str = "."  # relative to root; images anywhere below it
@@ -177,12 +201,13 @@ class S3StoreConfig:
     endpoint_url: Optional[str] = None  # e.g. http://127.0.0.1:9000 for MinIO, R2, Ceph or a test server
     profile: Optional[str] = None  # a named profile from ~/.aws; null: boto3's default chain
     retry_mode: RetryMode = RetryMode.standard
-    max_attempts: int = 5  # per request, first try included
+    max_attempts: int = 5  # requests per object, first try included (botocore's retries and body retries)
+    object_deadline_s: float = 60.0  # per object, over all its attempts; then the run fails, naming it
     connect_timeout: float = 5.0  # seconds
-    read_timeout: float = 30.0  # seconds
+    read_timeout: float = 5.0  # seconds without a byte; bounds the listing of a silent endpoint too
     max_workers: int = 16  # concurrent GETs; also the connection-pool size
     prefetch: int = 64  # images fetched ahead of the one being used
-    cache_dir: Optional[str] = SI("${paths.cache_dir}/s3")  # ETag-keyed disk cache; null: none
+    cache_dir: Optional[str] = SI("${paths.cache_dir}/s3")  # ETag-checked disk cache; null: none
 
 
 @dataclass
@@ -193,7 +218,7 @@ class S3DataConfig(RecordsConfig, S3StoreConfig):
 
 
 @dataclass
-class S3PrefixDataConfig(S3StoreConfig):
+class S3PrefixDataConfig(ImagesConfig, S3StoreConfig):
     _target_: str = "charfeat.data.sources.s3_prefix.S3PrefixData"
 
 
@@ -301,6 +326,8 @@ class WandbConfig:
     mode: WandbMode = WandbMode.offline
     group: Optional[str] = None  # null: the multirun's sweep dir name groups its jobs
     tags: List[str] = II("tags")  # the run's tags
+    # plots with people's photos (neighbours.png) and t-SNE; null: logged offline, not uploaded online
+    log_images: Optional[bool] = None
 
 
 @dataclass
@@ -396,6 +423,9 @@ SCHEMAS = {
     ("schema/logger", "wandb"): WandbConfig,
     ("schema/paths", "paths"): PathsConfig,
 }
+
+
+OmegaConf.register_new_resolver("charfeat.verify_images", _verify_images_default, replace=True)
 
 
 def help_groups() -> str:

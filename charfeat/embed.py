@@ -27,6 +27,7 @@ def embed(cfg: DictConfig) -> Path:
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     split = embed_split(cfg.checkpoint, cfg.data, cfg.split, cfg.batch_size, pick_device(cfg.device))
+    split.data.close()  # a source may hold threads and connections (S3)
     meta = {"checkpoint": str(Path(cfg.checkpoint).expanduser().resolve()), "split": cfg.split,
             "count": len(split.records), "dim": int(split.embeddings.shape[1])}
     write_index(output_dir, split.records, split.embeddings, meta)

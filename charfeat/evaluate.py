@@ -52,6 +52,7 @@ def evaluate(cfg: DictConfig) -> dict[str, dict]:
         from charfeat.evaluation.plots import save_plots
 
         save_plots(output_dir / "plots", split.embeddings, labels, class_names, split.data, cfg.split, split.records)
+    split.data.close()  # a source may hold threads and connections (S3)
     log.info("results (%d %s images, %s):\n%s", len(labels), cfg.split, cfg.checkpoint, format_table(results))
     return results
 

@@ -55,7 +55,13 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, dict
         output_dir.mkdir(parents=True, exist_ok=True)
 
     log.info("data: %s", cfg.data._target_)
-    data = instantiate(cfg.data)
+    with instantiate(cfg.data) as data:  # a source may hold threads and connections (S3): closed on the way out
+        return _train_on(cfg, data, rank, world_size, device, output_dir)
+
+
+def _train_on(cfg: DictConfig, data, rank: int, world_size: int, device: torch.device,
+              output_dir: Path) -> dict[str, dict[str, float]]:
+    tc = cfg.trainer
     if not data.labelled:
         raise ValueError(f"data: {cfg.data._target_} has no labels to train on; embed it with charfeat.embed")
     with distributed.main_process_first():

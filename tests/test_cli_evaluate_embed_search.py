@@ -8,9 +8,14 @@ from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from charfeat.config import register_configs
+from charfeat.config import SampleDataConfig, build, register_configs
 from charfeat.evaluation.metrics import SCALAR_METRICS
 from trained_run import run_module, trained_run
+
+
+def default_sample(cache_dir):
+    """The directory of the sample set a default run trains on."""
+    return build(SampleDataConfig, cache_dir=str(cache_dir / "sample_data")).root
 
 
 @pytest.mark.parametrize("name", ["evaluate", "embed", "search"])
@@ -87,7 +92,7 @@ def test_embed_writes_one_row_per_item(embedded, run_dir):
 @pytest.mark.slow
 def test_search_finds_the_query_image_itself_first(embedded, run_dir, cache_dir, tmp_path):
     item = json.loads((embedded / "items.jsonl").read_text().splitlines()[7])
-    query = cache_dir / "sample_data" / "images" / item["filename"]
+    query = default_sample(cache_dir) / "images" / item["filename"]
     result = run_module("charfeat.search", [f"checkpoint={run_dir / 'checkpoints' / 'last.pt'}", f"index={embedded}",
                                             f"query={query}", "k=3", "hydra.run.dir=s"], tmp_path, cache_dir)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -110,7 +115,7 @@ def test_embed_a_bare_image_folder(embedded, run_dir, cache_dir, tmp_path):
     folder = tmp_path / "photos" / "nested"
     folder.mkdir(parents=True)
     for item in items:
-        shutil.copy(cache_dir / "sample_data" / "images" / item["filename"], folder / item["filename"])
+        shutil.copy(default_sample(cache_dir) / "images" / item["filename"], folder / item["filename"])
     result = run_module("charfeat.embed", [f"checkpoint={run_dir / 'checkpoints' / 'last.pt'}", "data=folder",
                                            f"data.root={tmp_path / 'photos'}", "hydra.run.dir=f"], tmp_path, cache_dir)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -37,7 +37,7 @@ def main() -> None:
     from charfeat.upload import plan, upload
 
     work = Path(tempfile.mkdtemp(prefix="charfeat-bench-"))
-    sample = build(SampleDataConfig, root=str(work / "sample"), num_classes=8, train_per_class=args.images // 8,
+    sample = build(SampleDataConfig, cache_dir=str(work / "sample"), num_classes=8, train_per_class=args.images // 8,
                    val_per_class=2, image_size=224)
     sample.ensure_generated()
     server = MotoServer(auth=False)

@@ -17,7 +17,7 @@ _prefixes = itertools.count()
 
 @pytest.fixture(scope="session")
 def moto_server():
-    server = MotoServer()
+    server = MotoServer(min_part_size=5 * 1024)  # multipart tests use small images
     server.client().create_bucket(Bucket=BUCKET)
     yield server
     server.stop()
@@ -28,10 +28,9 @@ def small_sample(cache_dir) -> Path:
     """4 classes, 8 train and 4 val images each, 64 px: generated once per session."""
     from charfeat.config import SampleDataConfig, build
 
-    data = build(SampleDataConfig, root=str(cache_dir / "s3_sample"), num_classes=4, train_per_class=8,
+    data = build(SampleDataConfig, cache_dir=str(cache_dir / "sample_data"), num_classes=4, train_per_class=8,
                  val_per_class=4, image_size=64)
-    data.ensure_generated()
-    return data.root
+    return data.ensure_generated()
 
 
 @pytest.fixture

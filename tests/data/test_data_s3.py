@@ -44,7 +44,7 @@ def test_images_come_back_exactly_through_cache_and_readahead(moto_server, small
     for start in range(0, len(records), 8):  # batch by batch, as feature extraction reads
         assert_real(small_sample, records[start:start + 8], data.load_images("train", records[start:start + 8]))
     entries = [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]
-    assert len(entries) == 32
+    assert len(entries) == 48  # the up-front check (data.verify_images=header) fetched train and val
 
     # a corrupt cache entry is detected and fetched again
     entries[0].write_bytes(entries[0].read_bytes()[:-5])
