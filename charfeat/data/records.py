@@ -52,6 +52,11 @@ class Record:
         return text_input(self.metadata)
 
 
+def to_json(record: Record) -> dict:
+    """The record as training reads it, in the labeller's current schema: the allow-listed fields only."""
+    return {"id": record.id, "image_filename": record.filename, "image_metadata": dict(record.metadata)}
+
+
 def text_input(metadata: dict, leave_out: str | None = None) -> str:
     """The replaced system's text template, so processed files stay interchangeable with its own.
 
