@@ -255,3 +255,28 @@ def test_unwritable_cache_dir_only_warns(tmp_path, caplog):
         cache.flush()
     assert "cannot write" in caplog.text
     assert torch.equal(cache.get([b"k" * 32])[0], torch.ones(2))
+
+
+def test_only_the_shards_a_run_needs_are_read(tmp_path, caplog):
+    """A configuration's cache holds every dataset ever embedded with it: a run reads the keys, and
+    the features (and checksums) of only the shards its own items are in."""
+    cache = FeatureCache(tmp_path, {"a": 1}, dim=4, flush_every=2)
+    keys = [bytes([i]) * 32 for i in range(6)]
+    feats = torch.randn(6, 4)
+    for start in (0, 2, 4):  # three shards of two items
+        cache.put(keys[start:start + 2], feats[start:start + 2])
+    first, *others = cache.shards()
+    assert len(others) == 2
+    for shard in others:  # damage every other shard's features (their last bytes)
+        raw = bytearray(shard.read_bytes())
+        raw[-3] ^= 0xFF
+        shard.write_bytes(bytes(raw))
+    wanted = [k for k, where in FeatureCache(tmp_path, {"a": 1}, dim=4)._load().items() if where[0] == first]
+    fresh = FeatureCache(tmp_path, {"a": 1}, dim=4)
+    with caplog.at_level(logging.WARNING, logger="charfeat.features.cache"):
+        got = fresh.get(wanted)
+    assert all(torch.equal(row, feats[keys.index(k)]) for k, row in zip(wanted, got))
+    assert "dropping bad shard" not in caplog.text and all(shard.exists() for shard in others)
+    with caplog.at_level(logging.WARNING, logger="charfeat.features.cache"):
+        assert fresh.get(keys)[2:] == [None] * 4  # now read: found bad, dropped, to be recomputed
+    assert "dropping bad shard" in caplog.text and fresh.shards() == [first]
