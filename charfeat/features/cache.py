@@ -44,7 +44,7 @@ def digest(obj) -> str:
 
 def item_key(image, text: str | None) -> bytes:
     """SHA-256 of an RGB image's pixels and size plus the record text that goes beside it."""
-    image = image.convert("RGB")
+    image = image if image.mode == "RGB" else image.convert("RGB")  # no 36 MB copy of an RGB photo
     h = hashlib.sha256()
     h.update(f"rgb {image.width}x{image.height}\0".encode())
     h.update(image.tobytes())

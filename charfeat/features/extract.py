@@ -27,9 +27,11 @@ from charfeat.models.backbone.model import Qwen3VLBackbone
 log = logging.getLogger(__name__)
 
 
-# Decoded pixels held by one extraction window: enough to sort many images by length, and bounded
-# whatever their resolution (the window used to be 8 batches: ~9 GB of 12 MP photos at batch 32).
-WINDOW_BYTES = 512 * 1024 * 1024
+# Decoded pixels held by one extraction window (the window used to be 8 batches: ~9 GB of 12 MP
+# photos at batch 32). Small images still fill 8 batches (1,700 of 224 px), so sorting by length
+# keeps working; large ones are resized to the same pixel budget anyway, so their order hardly
+# matters. The processor holds about two more copies of a batch's pixels while it resizes.
+WINDOW_BYTES = 256 * 1024 * 1024
 
 
 def batched(items: list, size: int):

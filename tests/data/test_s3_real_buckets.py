@@ -15,7 +15,7 @@ from charfeat.config import S3DataConfig, build
 from charfeat.data.sources.base import ImageLoadError
 from charfeat.data.sources.s3 import S3AccessError, S3TransientError
 from charfeat.testing.s3 import FaultyProxy, SilentEndpoint
-from conftest import BUCKET
+from conftest import BUCKET, tally
 
 pytestmark = pytest.mark.slow
 
@@ -26,11 +26,9 @@ def s3_data(root: Path, prefix: str, url: str, **options):
 
 
 @pytest.fixture
-def proxy(request, moto_server):
+def proxy(request, make_proxy):
     """A FaultyProxy with the test's options: ``@pytest.mark.parametrize("proxy", [{...}], indirect=True)``."""
-    made = FaultyProxy(moto_server.port, **getattr(request, "param", {}))
-    yield made
-    made.stop()
+    return make_proxy(**getattr(request, "param", {}))
 
 
 def first_train_files(small_sample: Path, n: int) -> list[str]:
@@ -120,20 +118,18 @@ def photo(small_sample: Path, name: str, pad: int = 0) -> bytes:
 
 @pytest.mark.parametrize("validation", ["when_supported", "when_required"])
 def test_multipart_object_is_verified_by_its_full_object_checksum(moto_server, small_sample, s3_env, monkeypatch,
-                                                                  validation):
+                                                                  make_proxy, validation):
     """Also where the AWS config only validates checksums when asked (as set for some third-party stores)."""
     monkeypatch.setenv("AWS_RESPONSE_CHECKSUM_VALIDATION", validation)
     name = first_train_files(small_sample, 1)[0]
     body = photo(small_sample, name, pad=12 * 1024)
     put_multipart(moto_server, f"mp/{name}", body, "FULL_OBJECT")
     assert moto_server.client().head_object(Bucket=BUCKET, Key=f"mp/{name}")["ETag"].endswith('-2"')
-    proxy = FaultyProxy(moto_server.port, scripts={f"mp/{name}": ["corrupt"]})
-    try:
-        data = s3_data(small_sample, "mp/", proxy.url)
-        assert data.fetch("train", [name]) == [body]  # the flipped byte was caught and the object fetched again
-        assert proxy.counts["corrupt"] == 1 and object_gets(proxy) == [f"mp/{name}"] * 2
-    finally:
-        proxy.stop()
+    proxy = make_proxy(scripts={f"mp/{name}": ["corrupt"]})
+    data = s3_data(small_sample, "mp/", proxy.url)
+    assert data.fetch("train", [name]) == [body]  # the flipped byte was caught and the object fetched again
+    assert proxy.counts["corrupt"] == 1 and object_gets(proxy) == [f"mp/{name}"] * 2
+    tally(images=1)
 
 
 @pytest.mark.parametrize("proxy", [{"etag_not_md5": True}], indirect=True)
@@ -145,61 +141,69 @@ def test_etag_that_is_not_an_md5_is_not_treated_as_one(moto_server, small_sample
     with caplog.at_level(logging.WARNING, logger="charfeat.data.sources.s3_object"):
         assert data.fetch("train", names[:1]) == [photo(small_sample, names[0])]
         assert data.fetch("train", names[1:]) == [photo(small_sample, name) for name in names[1:]]
+    tally(images=3)
     assert sum("ETags are not MD5s" in r.message for r in caplog.records) == 1
     assert len(object_gets(proxy)) == 4  # the first object twice (to tell a non-MD5 ETag from a broken body)
 
 
-def test_md5_etag_catches_a_corrupt_body_without_a_checksum(moto_server, small_sample, s3_env):
+def test_md5_etag_catches_a_corrupt_body_without_a_checksum(moto_server, small_sample, s3_env, make_proxy):
     """No checksum on the object, and the GET response carries no ETag: the listing's ETag is the MD5."""
     name = first_train_files(small_sample, 1)[0]
     put_without_checksum(moto_server, f"plain/{name}", photo(small_sample, name))
-    proxy = FaultyProxy(moto_server.port, scripts={f"plain/{name}": ["corrupt"]}, hide_etag=True)
-    try:
-        data = s3_data(small_sample, "plain/", proxy.url)
-        assert not data.missing("train", [name])  # lists the prefix: the ETags come from the listing
-        assert data.fetch("train", [name]) == [photo(small_sample, name)]
-        assert proxy.counts["corrupt"] == 1 and object_gets(proxy) == [f"plain/{name}"] * 2
-    finally:
-        proxy.stop()
+    proxy = make_proxy(scripts={f"plain/{name}": ["corrupt"]}, hide_etag=True)
+    data = s3_data(small_sample, "plain/", proxy.url)
+    assert not data.missing("train", [name])  # lists the prefix: the ETags come from the listing
+    assert data.fetch("train", [name]) == [photo(small_sample, name)]
+    assert proxy.counts["corrupt"] == 1 and object_gets(proxy) == [f"plain/{name}"] * 2
+    tally(images=1)
 
 
 # -- transient is not bad; one budget per object; bounded waits ---------------------------------------
 
-def test_throttling_past_the_budget_fails_the_run_even_under_skip(moto_server, small_sample, uploaded):
+def test_throttling_past_the_budget_fails_the_run_even_under_skip(small_sample, uploaded, make_proxy):
     name = first_train_files(small_sample, 1)[0]
-    proxy = FaultyProxy(moto_server.port, scripts={uploaded + name: ["503"] * 50})
+    proxy = make_proxy(scripts={uploaded + name: ["503"] * 50})
+    data = s3_data(small_sample, uploaded, proxy.url, on_bad_record="skip", max_attempts=3)
+    with pytest.raises(S3TransientError, match=rf"{uploaded}{name}: still failing after its retry budget"):
+        data.records("train")
+
+
+def test_heavy_faults_never_drop_an_image(small_sample, uploaded, make_proxy):
+    """Half of all requests fail: every image comes back exact, or the run stops; none is skipped."""
+    proxy = make_proxy(fault_rate=0.5, seed=3)
+    data = s3_data(small_sample, uploaded, proxy.url, on_bad_record="skip", max_attempts=12, verify_images="full")
     try:
-        data = s3_data(small_sample, uploaded, proxy.url, on_bad_record="skip", max_attempts=3)
-        with pytest.raises(S3TransientError, match=rf"{uploaded}{name}: still failing after its retry budget"):
-            data.records("train")
-    finally:
-        proxy.stop()
+        records = data.records("train") + data.records("val")
+    except S3TransientError:
+        records = None
+    assert data.issue_summary()["data/skipped"] == 0
+    if records is not None:
+        assert len(records) == 48
+        for split in ("train", "val"):
+            names = [r.filename for r in data.records(split)]
+            assert data.fetch(split, names) == [(small_sample / "images" / n).read_bytes() for n in names]
+        tally(images=48, run=True)
+    assert proxy.counts["ok"] < sum(proxy.counts.values()) * 0.6
 
 
-def test_retries_do_not_multiply(moto_server, small_sample, uploaded):
+def test_retries_do_not_multiply(small_sample, uploaded, make_proxy):
     """botocore retries a 503, charfeat re-fetches a cut-off body: together at most max_attempts requests."""
     name = first_train_files(small_sample, 1)[0]
-    proxy = FaultyProxy(moto_server.port, scripts={uploaded + name: ["503", "503", "truncate"] * 10})
-    try:
-        data = s3_data(small_sample, uploaded, proxy.url, max_attempts=4)
-        with pytest.raises(S3TransientError, match=r"4 request.s. .data.max_attempts. spent"):
-            data.fetch("train", [name])
-        assert object_gets(proxy) == [uploaded + name] * 4
-    finally:
-        proxy.stop()
+    proxy = make_proxy(scripts={uploaded + name: ["503", "503", "truncate"] * 10})
+    data = s3_data(small_sample, uploaded, proxy.url, max_attempts=4)
+    with pytest.raises(S3TransientError, match=r"4 request.s. .data.max_attempts. spent"):
+        data.fetch("train", [name])
+    assert object_gets(proxy) == [uploaded + name] * 4
 
 
-def test_object_deadline_bounds_a_slow_failing_object(moto_server, small_sample, uploaded):
+def test_object_deadline_bounds_a_slow_failing_object(small_sample, uploaded, make_proxy):
     name = first_train_files(small_sample, 1)[0]
-    proxy = FaultyProxy(moto_server.port, latency=0.4, scripts={uploaded + name: ["503"] * 50})
-    try:
-        data = s3_data(small_sample, uploaded, proxy.url, max_attempts=50, object_deadline_s=1.0)
-        started = time.monotonic()
-        with pytest.raises(S3TransientError, match=r"data.object_deadline_s=1 passed"):
-            data.fetch("train", [name])
-        assert time.monotonic() - started < 3
-    finally:
-        proxy.stop()
+    proxy = make_proxy(latency=0.4, scripts={uploaded + name: ["503"] * 50})
+    data = s3_data(small_sample, uploaded, proxy.url, max_attempts=50, object_deadline_s=1.0)
+    started = time.monotonic()
+    with pytest.raises(S3TransientError, match=r"data.object_deadline_s=1 passed"):
+        data.fetch("train", [name])
+    assert time.monotonic() - started < 3
 
 
 def test_silent_endpoint_fails_the_listing_in_seconds(small_sample, s3_env):
@@ -232,20 +236,17 @@ def charfeat_threads() -> list[str]:
     return [t.name for t in threading.enumerate() if t.name.startswith("charfeat")]
 
 
-def test_closing_the_source_ends_its_threads_and_cancels_read_ahead(moto_server, small_sample, uploaded):
-    proxy = FaultyProxy(moto_server.port, latency=0.05)
-    try:
-        with s3_data(small_sample, uploaded, proxy.url, prefetch=24, max_workers=2) as data:
-            records = data.records("train")
-            proxy.requests.clear()
-            data.load_images("train", records[:4])  # starts reading the next 24 ahead
-            assert charfeat_threads() and data._pending
-            pending = list(data._pending.values())
-        assert charfeat_threads() == [] and data._pending == {}
-        assert any(future.cancelled() for future in pending)
-        assert len(object_gets(proxy)) < 28  # cancelled read-ahead never reached the server
-    finally:
-        proxy.stop()
+def test_closing_the_source_ends_its_threads_and_cancels_read_ahead(small_sample, uploaded, make_proxy):
+    proxy = make_proxy(latency=0.05)
+    with s3_data(small_sample, uploaded, proxy.url, prefetch=24, max_workers=2) as data:
+        records = data.records("train")
+        proxy.requests.clear()
+        data.load_images("train", records[:4])  # starts reading the next 24 ahead
+        assert charfeat_threads() and data._pending
+        pending = list(data._pending.values())
+    assert charfeat_threads() == [] and data._pending == {}
+    assert any(future.cancelled() for future in pending)
+    assert len(object_gets(proxy)) < 28  # cancelled read-ahead never reached the server
 
 
 def test_no_charfeat_thread_outlives_a_training_run(compose_cfg, moto_server, small_sample, uploaded, tmp_path):
