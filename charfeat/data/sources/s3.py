@@ -149,17 +149,20 @@ class S3Data(DataSource):
         try:  # two attempts at the read timeout: a wrong endpoint or credentials, or a silent server, fail in seconds
             self._make_client(2).list_objects_v2(Bucket=self.bucket, Prefix=prefix, MaxKeys=1)
         except (BotoCoreError, ClientError) as err:
-            if error_code(err) not in DENIED_CODES:
-                raise access_error(err, where, self.endpoint) or S3AccessError(
-                    f"{where}: listing failed ({type(err).__name__}: {err})") from None
-            return None
+            if error_code(err) in DENIED_CODES:
+                return None
+            fatal = access_error(err, where, self.endpoint)
+            if fatal or not isinstance(err, ClientError):
+                raise fatal or S3AccessError(f"{where}: listing failed ({type(err).__name__}: {err})") from None
+            # the server answered (5xx, throttling): the listing below has the full retry budget
         listing: dict[str, str] = {}
         try:
             for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
                 listing.update({obj["Key"]: obj["ETag"].strip('"') for obj in page.get("Contents", [])})
         except (BotoCoreError, ClientError) as err:
-            raise access_error(err, where, self.endpoint) or S3AccessError(
-                f"{where}: listing failed ({type(err).__name__}: {err})") from None
+            raise access_error(err, where, self.endpoint) or S3TransientError(
+                f"{where}: listing still failing after data.max_attempts={self.max_attempts} ({type(err).__name__}: "
+                f"{err}); run again later") from None
         return listing
 
     def missing(self, split: str, filenames: list[str]) -> dict[str, str]:
