@@ -43,6 +43,19 @@ class OnBadRecord(Choice):
     skip = auto()  # leave out, count, report (log and W&B)
 
 
+class VerifyImages(Choice):  # how deeply every image is checked before any model is built
+    full = auto()  # decode every pixel: a truncated file is found before training, not at step 30
+    header = auto()  # parse each header: format, size, data.max_image_pixels, aspect ratio
+    none = auto()  # only that each image exists
+
+
+def _verify_images_default(train: str, on_bad_record: str) -> str:
+    """``full`` where an image would otherwise first be decoded mid-training (a trainable backbone)
+    or a bad one must be left out before the run starts (``skip``); ``header`` for a frozen backbone
+    under ``error``, whose feature extraction decodes every image before the first step anyway."""
+    return VerifyImages.header if train == TrainMode.frozen and on_bad_record == OnBadRecord.error else VerifyImages.full
+
+
 class RetryMode(Choice):  # botocore's retry modes
     standard = auto()
     adaptive = auto()  # with client-side rate limiting
@@ -145,7 +158,15 @@ class EmbedSplit(Choice):
 
 
 @dataclass
-class RecordsConfig:
+class ImagesConfig:
+    """How every data source decodes images."""
+
+    # larger images are bad records (decompression bombs); 150 MP covers full-resolution phone photos
+    max_image_pixels: Optional[int] = 150_000_000
+
+
+@dataclass
+class RecordsConfig(ImagesConfig):
     """What every labelled data source shares: where the JSONL lives and how records become labels."""
 
     _target_: str = MISSING
@@ -165,6 +186,8 @@ class RecordsConfig:
     on_leak: OnLeak = OnLeak.error  # a group in both splits, or a near-duplicate image across them
     # near-duplicate images across splits: cosine of their 16x16 colour thumbnails above this; null: no check
     duplicate_threshold: Optional[float] = 0.97
+    # full for a trainable backbone or under on_bad_record=skip, header for a frozen one under error
+    verify_images: VerifyImages = SI("${charfeat.verify_images:${oc.select:backbone.train,frozen},${.on_bad_record}}")
 
 
 @dataclass
@@ -175,10 +198,11 @@ class LocalDataConfig(RecordsConfig):
 
 @dataclass
 class SampleDataConfig(LocalDataConfig):
-    """The bundled sample set, generated on first use; other sizes are generated anew."""
+    """The bundled sample set, generated on first use, one directory per setting of the keys below."""
 
     _target_: str = "charfeat.data.sources.sample.SampleData"
-    root: str = SI("${paths.cache_dir}/sample_data")
+    root: Optional[str] = None  # must stay null: the set lives under cache_dir (your own data: data=local)
+    cache_dir: str = SI("${paths.cache_dir}/sample_data")  # one directory per setting of the keys below
     num_classes: int = 8  # styles generated
     train_per_class: int = 30  # training images per class
     val_per_class: int = 10  # validation images per class
@@ -187,7 +211,7 @@ class SampleDataConfig(LocalDataConfig):
 
 
 @dataclass
-class FolderDataConfig:
+class FolderDataConfig(ImagesConfig):
     _target_: str = "charfeat.data.sources.folder.FolderData"
     root: str = MISSING  # the folder to embed
     image_dir: str = "."  # relative to root; images anywhere below it
@@ -203,12 +227,13 @@ class S3StoreConfig:
     endpoint_url: Optional[str] = None  # e.g. http://127.0.0.1:9000 for MinIO, R2, Ceph or a test server
     profile: Optional[str] = None  # a named profile from ~/.aws; null: boto3's default chain
     retry_mode: RetryMode = RetryMode.standard  # botocore's retry mode for throttled or failed requests
-    max_attempts: int = 5  # per request, first try included
+    max_attempts: int = 5  # requests per object, first try included (botocore's retries and body retries)
+    object_deadline_s: float = 60.0  # per object, over all its attempts; then the run fails, naming it
     connect_timeout: float = 5.0  # seconds
-    read_timeout: float = 30.0  # seconds
+    read_timeout: float = 5.0  # seconds without a byte; bounds the listing of a silent endpoint too
     max_workers: int = 16  # concurrent GETs; also the connection-pool size
     prefetch: int = 64  # images fetched ahead of the one being used
-    cache_dir: Optional[str] = SI("${paths.cache_dir}/s3")  # ETag-keyed disk cache; null: none
+    cache_dir: Optional[str] = SI("${paths.cache_dir}/s3")  # ETag-checked disk cache; null: none
 
 
 @dataclass
@@ -219,7 +244,7 @@ class S3DataConfig(RecordsConfig, S3StoreConfig):
 
 
 @dataclass
-class S3PrefixDataConfig(S3StoreConfig):
+class S3PrefixDataConfig(ImagesConfig, S3StoreConfig):
     _target_: str = "charfeat.data.sources.s3_prefix.S3PrefixData"
 
 
@@ -339,6 +364,8 @@ class WandbConfig:
     mode: WandbMode = WandbMode.offline  # where the run goes
     group: Optional[str] = None  # null: the multirun's sweep dir name groups its jobs
     tags: List[str] = II("tags")  # the run's tags
+    # plots with people's photos (neighbours.png) and t-SNE; null: logged offline, not uploaded online
+    log_images: Optional[bool] = None
 
 
 @dataclass
@@ -453,6 +480,9 @@ SCHEMAS = {
 }
 
 
+OmegaConf.register_new_resolver("charfeat.verify_images", _verify_images_default, replace=True)
+
+
 def help_groups() -> str:
     """The groups part of ``--help``: each group the run's primary config chooses from (its defaults
     list, so never ``schema/*``) and ``hydra/launcher``, with their options, as Hydra lists them."""
@@ -475,13 +505,16 @@ def register_configs() -> None:
     OmegaConf.register_new_resolver("charfeat.help_groups", help_groups, replace=True)
 
 
-def with_schema_defaults(saved: dict) -> Any:
-    """A group node saved in a checkpoint's config on top of the current schema with its ``_target_``,
-    so a checkpoint written before a key existed still builds (the key takes its default)."""
-    schemas = [schema for schema in SCHEMAS.values() if getattr(schema, "_target_", None) == saved.get("_target_")]
-    if not schemas:
-        return OmegaConf.create(saved)
-    return OmegaConf.merge(OmegaConf.structured(schemas[0]), saved)
+def with_schema_defaults(saved: dict, group: str) -> Any:
+    """The ``group`` node of a checkpoint's saved config on top of the current schema of its
+    ``_target_``, so a checkpoint written before a key existed still builds (the key takes its
+    default). The node stays inside the whole saved config, so defaults that refer to the rest of it
+    (``${paths.cache_dir}/...``) resolve against the saved run's values."""
+    node = saved[group]
+    schemas = [schema for schema in SCHEMAS.values() if getattr(schema, "_target_", None) == node.get("_target_")]
+    config = OmegaConf.create({key: value for key, value in saved.items() if key != group})
+    config[group] = OmegaConf.merge(OmegaConf.structured(schemas[0]), node) if schemas else node
+    return config[group]
 
 
 def build(schema: type, /, **values: Any) -> Any:

@@ -32,6 +32,7 @@ def embed(cfg: DictConfig) -> Path:
     items = [{"id": record.id, "filename": record.filename, "label": record.label or None, "split": split,
               "location": absolute(embedded.data.location(split, record.filename))}
              for record, split in zip(embedded.records, embedded.splits)]
+    embedded.data.close()  # a source may hold threads and connections (S3)
     meta = {"checkpoint": str(Path(cfg.checkpoint).expanduser().resolve()), "split": str(cfg.split),
             "count": len(items), "dim": int(embedded.embeddings.shape[1])}
     write_index(output_dir, items, embedded.embeddings, meta)

@@ -61,18 +61,19 @@ def evaluate(cfg: DictConfig) -> dict:
     from charfeat.training.distributed import pick_device
 
     saved = read_checkpoint(cfg.checkpoint)
-    data_cfg = cfg.data if cfg.data is not None else with_schema_defaults(saved["config"]["data"])
+    data_cfg = cfg.data if cfg.data is not None else with_schema_defaults(saved["config"], "data")
     if not get_class(data_cfg._target_).labelled:
         raise ConfigError(f"data: {data_cfg._target_} has no labels to score; embed it with charfeat.embed")
     log.info("data: %s (%s), split %s", data_cfg._target_,
              "from the command line" if cfg.data is not None else "saved in the checkpoint", cfg.split)
-    data = instantiate(data_cfg)
-    records = data.records(cfg.split)
-    rows, label_map = embed_rows(cfg.checkpoint, saved, data, cfg.split, records, cfg.batch_size, pick_device(cfg.device))
-    labels = torch.tensor(encode_labels(records, label_map, str(data.jsonl_path(cfg.split))))
-    split = SplitEmbeddings(cfg.split, records, labels, list(label_map), data, rows,
-                            subject=f"{Path(cfg.checkpoint).name} (epoch {saved.get('epoch', '?')})")
-    results = evaluate_split(Path(cfg.paths.output_dir), split, cfg.eval, cfg.plots)
+    with instantiate(data_cfg) as data:  # a source may hold threads and connections (S3)
+        records = data.records(cfg.split)
+        rows, label_map = embed_rows(cfg.checkpoint, saved, data, cfg.split, records, cfg.batch_size,
+                                     pick_device(cfg.device))
+        labels = torch.tensor(encode_labels(records, label_map, str(data.jsonl_path(cfg.split))))
+        split = SplitEmbeddings(cfg.split, records, labels, list(label_map), data, rows,
+                                subject=f"{Path(cfg.checkpoint).name} (epoch {saved.get('epoch', '?')})")
+        results = evaluate_split(Path(cfg.paths.output_dir), split, cfg.eval, cfg.plots)
     log.info("results of %s:\n%s", cfg.checkpoint, format_table(results, f"{cfg.split}: {len(labels)} images"))
     return results
 

@@ -94,10 +94,13 @@ def embed_split(checkpoint: str | Path, data_cfg, split: str, batch_size: int | 
     size, when None, is the checkpoint's ``trainer.embed_batch_size``. A source without metadata
     (a bare folder or prefix) has no splits: each is every image, so ``all`` embeds them once.
     """
+    from charfeat.config import with_schema_defaults
+
     backbone, head, label_map, config = load_model(checkpoint, device)
     log.info("data: %s (%s), split %s", (data_cfg or config["data"])["_target_"],
              "from the command line" if data_cfg is not None else "saved in the checkpoint", split)
-    data = instantiate(data_cfg if data_cfg is not None else config["data"])
+    data_cfg = data_cfg if data_cfg is not None else with_schema_defaults(config, "data")
+    data = instantiate(data_cfg)
     splits = [split] if split != "all" else ["train", "val"] if data.labelled else ["train"]
     batch_size = batch_size or config["trainer"]["embed_batch_size"]
     parts = [(name, data.records(name)) for name in splits]

@@ -1,6 +1,8 @@
 """Experiment tracking: one W&B run per job, offline unless told otherwise, always finished.
 
 wandb is imported only here and only when a run starts, so ``logger=none`` never loads it.
+Images (the neighbour grid shows people's photos) go to an online W&B run only when
+``logger.log_images=true`` says so; offline runs keep them by default, on this machine.
 """
 
 import logging
@@ -20,12 +22,13 @@ class WandbTracker:
     group's (``charfeat.config.WandbConfig``)."""
 
     def __init__(self, run_config: dict, output_dir: str, project: str, entity: str | None, mode: WandbMode,
-                 group: str | None, tags: list[str]):
+                 group: str | None, tags: list[str], log_images: bool | None):
         os.environ.setdefault("WANDB_SILENT", "true")
         import wandb
 
         self._wandb = wandb
         self.mode = mode
+        self.images = (mode == WandbMode.offline) if log_images is None else log_images
         self.run = wandb.init(project=project, entity=entity, mode=str(mode), group=group, tags=list(tags),
                               config=run_config, dir=str(Path(output_dir)), reinit="finish_previous")
 
@@ -36,7 +39,11 @@ class WandbTracker:
         self.run.summary.update(metrics)
 
     def log_images(self, images: dict) -> None:
-        """{name: path of an image file} -> one W&B image per name."""
+        """{name: path of an image file} -> one W&B image per name, where ``logger.log_images`` allows."""
+        if not self.images:
+            log.info("plots not sent to W&B (%s run, logger.log_images=%s): they stay in %s", self.mode,
+                     self.images, ", ".join(str(path) for path in images.values()) or "the run dir")
+            return
         self.run.log({name: self._wandb.Image(str(path)) for name, path in images.items()})
 
     def log_checkpoint(self, path: Path, name: str) -> None:

@@ -32,6 +32,7 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, dict
     from Python), ``cfg`` is used as is.
     """
     import torch  # here, not at the top: --help answers without loading torch
+    from hydra.utils import instantiate
 
     from charfeat.evaluation.results import format_table
     from charfeat.models.backbone.hub import check_available
@@ -58,8 +59,10 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, dict
     output_dir = Path(cfg.paths.output_dir)
     if rank == 0:  # alone logs to W&B and writes the output dir
         output_dir.mkdir(parents=True, exist_ok=True)
-    trainer = build_trainer(cfg, output_dir, rank, world_size, device)
-    results = trainer.fit(saved, source)
+    log.info("data: %s", cfg.data._target_)
+    with instantiate(cfg.data) as data:  # a source may hold threads and connections (S3): closed on the way out
+        trainer = build_trainer(cfg, data, output_dir, rank, world_size, device)
+        results = trainer.fit(saved, source)
     if rank == 0 and trainer.completed:
         p = trainer.progress
         log.info("results (%d val images):\n%s\ntrained = epoch %d of %d, the best %s (%.4f): checkpoints/best.pt",
@@ -67,8 +70,9 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, dict
     return results
 
 
-def build_trainer(cfg: DictConfig, output_dir: Path, rank: int, world_size: int, device: "torch.device") -> "Trainer":
-    """Data, sampler, loss, backbone and head from their config groups, in a Trainer."""
+def build_trainer(cfg: DictConfig, data, output_dir: Path, rank: int, world_size: int,
+                  device: "torch.device") -> "Trainer":
+    """Sampler, loss, backbone and head from their config groups and the records of ``data``, in a Trainer."""
     from hydra.utils import instantiate
 
     from charfeat.data.labels import build_label_map, save_label_map
@@ -78,8 +82,6 @@ def build_trainer(cfg: DictConfig, output_dir: Path, rank: int, world_size: int,
     from charfeat.training.loop import Trainer
 
     tc = cfg.trainer
-    log.info("data: %s", cfg.data._target_)
-    data = instantiate(cfg.data)
     if not data.labelled:
         raise ConfigError(f"data: {cfg.data._target_} has no labels to train on; embed it with charfeat.embed")
     with distributed.main_process_first():

@@ -8,9 +8,14 @@ from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from charfeat.config import register_configs
+from charfeat.config import SampleDataConfig, build, register_configs
 from charfeat.evaluation.metrics import SCALAR_METRICS
 from trained_run import run_module, trained_run
+
+
+def default_sample(cache_dir):
+    """The directory of the sample set a default run trains on."""
+    return build(SampleDataConfig, cache_dir=str(cache_dir / "sample_data")).root
 
 
 @pytest.mark.parametrize("name", ["evaluate", "embed", "search"])
@@ -31,21 +36,24 @@ def test_primary_config_composes_and_rejects_unknown_keys(name):
         GlobalHydra.instance().clear()
 
 
-def test_a_data_config_saved_before_a_key_existed_still_builds(cache_dir):
-    """A checkpoint's data config without data.group_field, on_leak and duplicate_threshold (written
-    before they existed) gets their schema defaults."""
+def test_a_data_config_saved_before_a_key_existed_still_builds(tmp_path):
+    """A checkpoint's data config without data.group_field, on_leak, duplicate_threshold,
+    verify_images and max_image_pixels (written before they existed) gets their schema defaults,
+    and defaults that refer to the rest of the config resolve against the saved run's values."""
     from hydra.utils import instantiate
 
     from charfeat.config import with_schema_defaults
 
-    saved = {"_target_": "charfeat.data.sources.sample.SampleData", "root": str(cache_dir / "sample_data"),
-             "train_jsonl": "train.jsonl", "val_jsonl": "val.jsonl", "label_field": "fashion_style",
-             "on_bad_record": "error", "drop_quality": ["Low"], "keep_unknown": False, "start_index": 0,
-             "val_fraction": 0.1, "split_seed": 0, "image_dir": "images", "num_classes": 8, "train_per_class": 30,
-             "val_per_class": 10, "image_size": 96, "seed": 0}
-    cfg = with_schema_defaults(saved)
+    data = {"_target_": "charfeat.data.sources.s3.S3Data", "root": str(tmp_path), "bucket": "b",
+            "train_jsonl": "train.jsonl", "val_jsonl": "val.jsonl", "label_field": "fashion_style",
+            "on_bad_record": "error", "drop_quality": ["Low"], "keep_unknown": False, "start_index": 0,
+            "val_fraction": 0.1, "split_seed": 0}
+    saved = {"data": data, "paths": {"cache_dir": str(tmp_path / "cache")}, "backbone": {"train": "frozen"}}
+    cfg = with_schema_defaults(saved, "data")
     assert cfg.group_field is None and cfg.on_leak == "error" and cfg.duplicate_threshold == 0.97
-    assert instantiate(cfg).leak_options["on_leak"] == "error"
+    assert cfg.cache_dir == str(tmp_path / "cache" / "s3") and cfg.verify_images == "header"
+    with instantiate(cfg) as source:
+        assert source.leak_options["on_leak"] == "error"
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +115,7 @@ def test_embed_writes_one_row_per_item_of_both_splits(embedded, run_dir, cache_d
     assert all(set(item) == {"id", "filename", "label", "split", "location"} and item["label"] in label_map
                for item in items)
     assert [item["split"] for item in items] == ["train"] * 240 + ["val"] * 80  # split=all: train, then val
-    images = (cache_dir / "sample_data" / "images").resolve()
+    images = default_sample(cache_dir).resolve() / "images"
     assert all(item["location"] == str(images / item["filename"]) for item in items)  # absolute paths
     assert len({item["id"] for item in items}) == len(items)
     meta = json.loads((embedded / "index.json").read_text())
@@ -117,7 +125,7 @@ def test_embed_writes_one_row_per_item_of_both_splits(embedded, run_dir, cache_d
 @pytest.mark.slow
 def test_search_finds_the_query_image_itself_first(embedded, run_dir, cache_dir, tmp_path):
     item = json.loads((embedded / "items.jsonl").read_text().splitlines()[7])
-    query = cache_dir / "sample_data" / "images" / item["filename"]
+    query = default_sample(cache_dir) / "images" / item["filename"]
     result = run_module("charfeat.search", [f"checkpoint={run_dir / 'checkpoints' / 'last.pt'}", f"index={embedded}",
                                             f"query={query}", "k=3", "hydra.run.dir=s"], tmp_path, cache_dir)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -148,7 +156,7 @@ def test_embed_a_bare_image_folder(embedded, run_dir, cache_dir, tmp_path):
     folder = tmp_path / "photos" / "nested"
     folder.mkdir(parents=True)
     for item in items:
-        shutil.copy(cache_dir / "sample_data" / "images" / item["filename"], folder / item["filename"])
+        shutil.copy(default_sample(cache_dir) / "images" / item["filename"], folder / item["filename"])
     result = run_module("charfeat.embed", [f"checkpoint={run_dir / 'checkpoints' / 'last.pt'}", "data=folder",
                                            f"data.root={tmp_path / 'photos'}", "hydra.run.dir=f"], tmp_path, cache_dir)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -5,6 +5,10 @@ one names its image (``image_filename``, ``filename`` or ``image_path``); the ol
 and its filename comes from the line's position, ``aug_{start_index + line - 1:05d}.jpg``. A file is older-schema when none of its
 records names an image, so a current file with one nameless record is an error, not a guess.
 
+A filename is a path below the image folder (or S3 prefix), never outside it: one that is
+absolute or has a ``..`` part is a bad record, so a JSONL line cannot make training read, or
+``charfeat.upload`` ship, any other file. Files are UTF-8, with or without a byte-order mark.
+
 Only the fields charfeat uses are kept: any other key (older files carry profile information)
 is dropped on read, so it never reaches logs, W&B or checkpoints. Messages name file, line and
 key, never a record's content.
@@ -12,8 +16,9 @@ key, never a record's content.
 
 import json
 import os
+import re
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from charfeat.config import LabelField, OnBadRecord, TextMode
 from charfeat.errors import UserError
@@ -46,6 +51,11 @@ class Record:
     @property
     def text_input(self) -> str:
         return text_input(self.metadata)
+
+
+def to_json(record: Record) -> dict:
+    """The record as training reads it, in the labeller's current schema: the allow-listed fields only."""
+    return {"id": record.id, "image_filename": record.filename, "image_metadata": dict(record.metadata)}
 
 
 def text_input(metadata: dict, leave_out: str | None = None) -> str:
@@ -109,21 +119,45 @@ def _named_file(raw: dict) -> str | None:
     return None
 
 
+def unsafe_filename(name: str) -> str | None:
+    """Why ``name`` could leave the folder it is joined to (absolute, a ``..`` part, a NUL), or None.
+
+    A backslash counts as a separator when looking for ``..``, as a Windows tool would read it."""
+    parts = re.split(r"[/\\]", name)
+    if PurePosixPath(name).is_absolute() or name.startswith("~"):
+        return f"filename {name!r} is an absolute or home path; it must be relative to the image folder"
+    if ".." in parts:
+        return f"filename {name!r} has a '..' part; it must stay inside the image folder"
+    if "\0" in name or not name.strip() or name.endswith(("/", "\\")):
+        return f"filename {name!r} does not name a file"
+    return None
+
+
+def _lines(path: Path, issues: Issues):
+    """(line number, text) of each line, decoded as UTF-8 (a leading byte-order mark is dropped);
+    a line that is not UTF-8 is a bad record naming its line and byte."""
+    with path.open("rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            try:
+                yield lineno, raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+            except UnicodeDecodeError as err:
+                issues.bad(f"{path}:{lineno}", f"not UTF-8 (byte 0x{raw[err.start]:02x} at column {err.start + 1})")
+
+
 def _parse(path: Path, issues: Issues) -> list[tuple[int, dict]]:
     rows = []
-    with path.open(encoding="utf-8") as fh:
-        for lineno, text in enumerate(fh, start=1):
-            if not text.strip():
-                continue
-            try:
-                raw = json.loads(text)
-            except json.JSONDecodeError as err:
-                issues.bad(f"{path}:{lineno}", f"invalid JSON ({err.msg} at column {err.colno})")
-                continue
-            if not isinstance(raw, dict):
-                issues.bad(f"{path}:{lineno}", f"expected a JSON object, got {type(raw).__name__}")
-                continue
-            rows.append((lineno, raw))
+    for lineno, text in _lines(path, issues):
+        if not text.strip():
+            continue
+        try:
+            raw = json.loads(text)
+        except json.JSONDecodeError as err:
+            issues.bad(f"{path}:{lineno}", f"invalid JSON ({err.msg} at column {err.colno})")
+            continue
+        if not isinstance(raw, dict):
+            issues.bad(f"{path}:{lineno}", f"expected a JSON object, got {type(raw).__name__}")
+            continue
+        rows.append((lineno, raw))
     return rows
 
 
@@ -165,6 +199,9 @@ def read_records(path: str | Path, label_field: str = "fashion_style", issues: I
             filename = _named_file(raw)
             if not filename:
                 issues.bad(where, f"missing filename (one of {', '.join(FILENAME_KEYS)})")
+                continue
+            if unsafe_filename(filename):
+                issues.bad(where, unsafe_filename(filename))
                 continue
             if not raw.get("id"):
                 issues.bad(where, "missing id")

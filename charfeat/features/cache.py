@@ -6,9 +6,15 @@ revision, prompt, text mode, pixel budget, pooling, layer, dtype, ...) and appen
 pixels and its record text) and ``features`` (float32 [N, dim]), with the format version, config
 digest and a SHA-256 of both tensors in its metadata. Shards are written to a temp file and renamed,
 so a killed run leaves complete shards (reused) and at most a temp file (ignored, later removed).
-A shard that fails to parse, has the wrong shape or digest, or does not match its checksum is
-deleted on load and its features are recomputed. Concurrent jobs may compute the same features
-twice; duplicates are identical and harmless.
+Concurrent jobs may compute the same features twice; duplicates are identical and harmless.
+
+Memory: a configuration's cache may hold every dataset ever embedded with that model, so only the
+keys of its shards are read up front (32 bytes an item); a feature row is read from its shard
+(safetensors slices) when a run asks for it. A shard is checked against its checksum, streamed,
+the first time a row of it is read; one that fails to parse, has the wrong shape or digest, or
+does not match its checksum is deleted and its features are recomputed. Directories are created
+0700 and shards 0600 (the features describe people's photos); a shard read refreshes its mtime,
+which ``python -m charfeat.cache prune`` reads.
 """
 
 from __future__ import annotations
@@ -23,10 +29,13 @@ from pathlib import Path
 
 import torch
 
+from charfeat.caches import private_dir, touch, write_private
+
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = "1"
 STALE_TMP_SECONDS = 3600
+ROWS_PER_READ = 4096  # rows hashed at once when a shard is verified: bounds the memory it takes
 
 
 def digest(obj) -> str:
@@ -35,7 +44,7 @@ def digest(obj) -> str:
 
 def item_key(image, text: str | None) -> bytes:
     """SHA-256 of an RGB image's pixels and size plus the record text that goes beside it."""
-    image = image.convert("RGB")
+    image = image if image.mode == "RGB" else image.convert("RGB")  # no 36 MB copy of an RGB photo
     h = hashlib.sha256()
     h.update(f"rgb {image.width}x{image.height}\0".encode())
     h.update(image.tobytes())
@@ -52,13 +61,16 @@ class FeatureCache:
         self.dim = dim
         self.flush_every = flush_every
         self.dir = Path(root) / self.key_digest[:24]
-        self._index: dict[bytes, torch.Tensor] | None = None
-        self._pending: list[tuple[bytes, torch.Tensor]] = []
+        self._index: dict[bytes, tuple[Path, int]] | None = None  # key -> (shard, row); no features
+        self._verified: set[Path] = set()
+        self._pending: dict[bytes, torch.Tensor] = {}  # put, not yet in a shard
+        self.writable = True  # until a write fails: then features stay in memory for this run
 
     def __len__(self) -> int:
-        return len(self._load())
+        return len(self._load()) + len(self._pending)
 
-    def _load(self) -> dict[bytes, torch.Tensor]:
+    def _load(self) -> dict[bytes, tuple[Path, int]]:
+        """The index of every shard's keys (their features stay on disk)."""
         if self._index is not None:
             return self._index
         self._index = {}
@@ -71,21 +83,20 @@ class FeatureCache:
                     tmp.unlink()
             except OSError:
                 pass
-        for shard in sorted(self.dir.glob("shard-*.safetensors")):
+        for shard in self.shards():
             try:
-                keys, features = self._read_shard(shard)
+                keys = self._read_keys(shard)
             except FileNotFoundError:
                 continue  # removed by another job between listing and reading
             except Exception as err:  # noqa: BLE001 - any unreadable shard is rebuilt
-                log.warning("feature cache: dropping bad shard %s (%s); its features will be recomputed",
-                            shard, err)
-                shard.unlink(missing_ok=True)
+                self._drop(shard, err)
                 continue
-            for k, row in zip(keys.numpy(), features):
-                self._index[k.tobytes()] = row
+            for row, k in enumerate(keys.numpy()):
+                self._index.setdefault(k.tobytes(), (shard, row))
         return self._index
 
-    def _read_shard(self, shard: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    def _read_keys(self, shard: Path) -> torch.Tensor:
+        """A shard's keys, after checking its metadata and both tensors' types and shapes."""
         from safetensors import safe_open
 
         with safe_open(shard, framework="pt") as fh:
@@ -93,20 +104,77 @@ class FeatureCache:
             names = set(fh.keys())
             if names != {"keys", "features"}:
                 raise ValueError(f"tensors {sorted(names)}")
-            keys, features = fh.get_tensor("keys"), fh.get_tensor("features")
+            keys, features = fh.get_tensor("keys"), fh.get_slice("features")
+            dtype, shape = features.get_dtype(), tuple(features.get_shape())
         if meta.get("format") != FORMAT_VERSION or meta.get("key") != self.key_digest:
             raise ValueError(f"format {meta.get('format')!r} / key {meta.get('key')!r} do not match")
         if keys.dtype != torch.uint8 or keys.ndim != 2 or keys.shape[1] != 32:
             raise ValueError(f"keys {keys.dtype} {tuple(keys.shape)}")
-        if features.dtype != torch.float32 or features.shape != (len(keys), self.dim):
-            raise ValueError(f"features {features.dtype} {tuple(features.shape)}, expected [{len(keys)}, {self.dim}]")
-        if meta.get("sha256") != _checksum(keys, features):
+        if dtype != "F32" or shape != (len(keys), self.dim):
+            raise ValueError(f"features {dtype} {shape}, expected [{len(keys)}, {self.dim}]")
+        return keys
+
+    def _verify(self, shard: Path) -> None:
+        """Check the shard's checksum, streaming its rows (once per run)."""
+        from safetensors import safe_open
+
+        if shard in self._verified:
+            return
+        with safe_open(shard, framework="pt") as fh:
+            expected = (fh.metadata() or {}).get("sha256")
+            h = hashlib.sha256(fh.get_tensor("keys").contiguous().numpy().tobytes())
+            features = fh.get_slice("features")
+            for start in range(0, features.get_shape()[0], ROWS_PER_READ):
+                h.update(features[start:start + ROWS_PER_READ].contiguous().numpy().tobytes())
+        if h.hexdigest() != expected:
             raise ValueError("checksum mismatch")
-        return keys, features
+        self._verified.add(shard)
+
+    def _drop(self, shard: Path, err: Exception) -> None:
+        log.warning("feature cache: dropping bad shard %s (%s); its features will be recomputed", shard, err)
+        shard.unlink(missing_ok=True)
+        if self._index is not None:
+            self._index = {k: where for k, where in self._index.items() if where[0] != shard}
+
+    def _read_rows(self, shard: Path, rows: list[int]) -> dict[int, torch.Tensor] | None:
+        """{row: feature} of one shard, read in runs of consecutive rows; None if the shard is bad."""
+        from safetensors import safe_open
+
+        try:
+            self._verify(shard)
+            out: dict[int, torch.Tensor] = {}
+            with safe_open(shard, framework="pt") as fh:
+                features = fh.get_slice("features")
+                ordered = sorted(set(rows))
+                run_start = 0
+                for i in range(1, len(ordered) + 1):
+                    if i == len(ordered) or ordered[i] != ordered[i - 1] + 1:
+                        first, last = ordered[run_start], ordered[i - 1]
+                        block = features[first:last + 1]
+                        out.update({first + j: block[j].clone() for j in range(len(block))})
+                        run_start = i
+        except FileNotFoundError:
+            return None  # removed by another job: recomputed
+        except Exception as err:  # noqa: BLE001 - a shard that cannot be read is rebuilt
+            self._drop(shard, err)
+            return None
+        touch(shard)
+        return out
 
     def get(self, keys: list[bytes]) -> list[torch.Tensor | None]:
+        """The cached feature of each key (None where there is none), reading only these rows."""
         index = self._load()
-        return [index.get(k) for k in keys]
+        out: list[torch.Tensor | None] = [self._pending.get(k) for k in keys]
+        wanted: dict[Path, list[tuple[int, int]]] = {}
+        for i, k in enumerate(keys):
+            if out[i] is None and k in index:
+                shard, row = index[k]
+                wanted.setdefault(shard, []).append((i, row))
+        for shard, items in wanted.items():
+            rows = self._read_rows(shard, [row for _, row in items])
+            for i, row in items if rows is not None else ():
+                out[i] = rows[row]
+        return out
 
     def put(self, keys: list[bytes], features: torch.Tensor) -> None:
         """Remember features [N, dim] for `keys`; a shard is written every `flush_every` items."""
@@ -115,38 +183,44 @@ class FeatureCache:
             raise ValueError(f"features {tuple(features.shape)} do not fit {len(keys)} keys of dim {self.dim}")
         index = self._load()
         for k, row in zip(keys, features):
-            if k not in index:
-                index[k] = row.clone()
-                self._pending.append((k, index[k]))
+            if k not in index and k not in self._pending:
+                self._pending[k] = row.clone()
         if len(self._pending) >= self.flush_every:
             self.flush()
 
     def flush(self) -> None:
-        """Write pending features as one shard (temp file, then rename)."""
-        if not self._pending:
+        """Write pending features as one shard (temp file, then rename); they are then read from it."""
+        if not self._pending or not self.writable:
             return
         from safetensors.torch import save_file
 
-        keys = torch.frombuffer(bytearray(b"".join(k for k, _ in self._pending)), dtype=torch.uint8).view(-1, 32)
-        features = torch.stack([row for _, row in self._pending]).contiguous()
-        self._pending.clear()
+        pending = list(self._pending.items())
+        keys = torch.frombuffer(bytearray(b"".join(k for k, _ in pending)), dtype=torch.uint8).view(-1, 32)
+        features = torch.stack([row for _, row in pending]).contiguous()
         name = f"shard-{time.strftime('%Y%m%d%H%M%S')}-{uuid.uuid4().hex[:12]}.safetensors"
         tmp = self.dir / f".{name}.tmp"
         metadata = {"format": FORMAT_VERSION, "key": self.key_digest, "sha256": _checksum(keys, features),
                     "count": str(len(keys))}
         try:
-            self.dir.mkdir(parents=True, exist_ok=True)
+            private_dir(self.dir)
             key_file = self.dir / "key.json"
             if not key_file.exists():
-                _atomic_write(key_file, (json.dumps(self.fingerprint, indent=2, sort_keys=True) + "\n").encode())
+                write_private(key_file, (json.dumps(self.fingerprint, indent=2, sort_keys=True) + "\n").encode())
             save_file({"keys": keys, "features": features}, tmp, metadata=metadata)
+            os.chmod(tmp, 0o600)
             os.replace(tmp, self.dir / name)
         except OSError as err:  # e.g. a checkpoint's cache path on another machine: features stay in memory
-            log.warning("feature cache: cannot write %s (%s); continuing without saving these features", self.dir, err)
+            log.warning("feature cache: cannot write %s (%s); this run keeps its features in memory", self.dir, err)
+            self.writable = False
             try:
                 tmp.unlink()
             except OSError:
                 pass
+            return
+        self._pending.clear()
+        self._verified.add(self.dir / name)  # its checksum was computed from these very rows
+        for row, (k, _) in enumerate(pending):
+            self._index[k] = (self.dir / name, row)
 
     def shards(self) -> list[Path]:
         return sorted(self.dir.glob("shard-*.safetensors"))
@@ -156,10 +230,3 @@ def _checksum(keys: torch.Tensor, features: torch.Tensor) -> str:
     h = hashlib.sha256(keys.contiguous().numpy().tobytes())
     h.update(features.contiguous().numpy().tobytes())
     return h.hexdigest()
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-

@@ -27,6 +27,13 @@ from charfeat.models.backbone.model import Qwen3VLBackbone
 log = logging.getLogger(__name__)
 
 
+# Decoded pixels held by one extraction window (the window used to be 8 batches: ~9 GB of 12 MP
+# photos at batch 32). Small images still fill 8 batches (1,700 of 224 px), so sorting by length
+# keeps working; large ones are resized to the same pixel budget anyway, so their order hardly
+# matters. The processor holds about two more copies of a batch's pixels while it resizes.
+WINDOW_BYTES = 256 * 1024 * 1024
+
+
 def batched(items: list, size: int):
     for start in range(0, len(items), size):
         yield items[start:start + size]
@@ -89,43 +96,68 @@ class FeatureExtractor:
                 stats: ExtractionStats | None = None) -> torch.Tensor:
         """Features (or ``then(features)``) of every record, in order, gathered on the CPU.
 
-        Records are read in windows of 8 batches; within a window, the images not in the feature
-        cache are sorted by sequence length and run in batches of ``batch_size``.
+        Records are read in windows (`windows`) of at most 8 batches and `WINDOW_BYTES` of decoded
+        pixels; within a window, the images not in the feature cache are sorted by sequence length
+        and run in batches of at most ``batch_size``.
         """
         if not records:
             raise ValueError(f"no records to embed in split {split!r}")
         stats = stats if stats is not None else ExtractionStats()
-        cache, backbone = self.cache, self.backbone
         out: list[torch.Tensor | None] = [None] * len(records)
-        window = 8 * self.batch_size
-        for start in progress(range(0, len(records), window), desc=f"embed {split}", unit="window", leave=False):
-            chunk = records[start:start + window]
-            images = data.load_images(split, chunk)
-            texts = self.texts(chunk)
-            keys = None
-            todo = list(range(len(chunk)))
-            if cache is not None:
-                keys = [item_key(image, text) for image, text in zip(images, texts)]
-                todo = []
-                for i, cached in enumerate(cache.get(keys)):
-                    if cached is None:
-                        todo.append(i)
-                    else:
-                        out[start + i] = cached
-            stats.images += len(chunk)
-            stats.cache_hits += len(chunk) - len(todo)
-            stats.computed += len(todo)
-            todo.sort(key=lambda i: backbone.sequence_length(images[i], texts[i]))
-            for batch in batched(todo, self.batch_size):
-                features = self.forward([images[i] for i in batch], [texts[i] for i in batch], stats)
-                features = features.float().cpu()
-                if cache is not None:
-                    cache.put([keys[i] for i in batch], features)
-                for i, row in zip(batch, features):
-                    out[start + i] = row
-        if cache is not None:
-            cache.flush()
+        with progress(total=len(records), desc=f"embed {split}", unit="image", leave=False) as bar:
+            for start, images in windows(data, split, records, 8 * self.batch_size, WINDOW_BYTES):
+                self._extract_window(records[start:start + len(images)], images, out, start, stats)
+                bar.update(len(images))
+                del images
+        if self.cache is not None:
+            self.cache.flush()
             log.info("features %s: %d images, %d from the cache (%s), %d computed", split, stats.images,
-                     stats.cache_hits, cache.dir, stats.computed)
+                     stats.cache_hits, self.cache.dir, stats.computed)
         features = torch.stack(out)
         return torch.cat([then(chunk.to(self.device)).float().cpu() for chunk in features.split(self.batch_size)])
+
+    def _extract_window(self, records: list[Record], images: list, out: list, start: int,
+                        stats: ExtractionStats) -> None:
+        """Fill ``out[start:start + len(records)]``: from the cache where it can, else from the backbone."""
+        cache, texts = self.cache, self.texts(records)
+        keys, todo = None, list(range(len(records)))
+        if cache is not None:
+            keys = [item_key(image, text) for image, text in zip(images, texts)]
+            todo = []
+            for i, cached in enumerate(cache.get(keys)):
+                if cached is None:
+                    todo.append(i)
+                else:
+                    out[start + i] = cached
+        stats.images += len(records)
+        stats.cache_hits += len(records) - len(todo)
+        stats.computed += len(todo)
+        todo.sort(key=lambda i: self.backbone.sequence_length(images[i], texts[i]))
+        for batch in batched(todo, self.batch_size):
+            features = self.forward([images[i] for i in batch], [texts[i] for i in batch], stats).float().cpu()
+            if cache is not None:
+                cache.put([keys[i] for i in batch], features)
+            for i, row in zip(batch, features):
+                out[start + i] = row
+
+
+def windows(data: DataSource, split: str, records: list[Record], max_images: int,
+            max_bytes: int = WINDOW_BYTES):
+    """(offset, decoded images) of consecutive records: at most ``max_images`` of them and, past the
+    first image, at most ``max_bytes`` of decoded pixels. Images are loaded in groups sized by the
+    largest seen so far, so phone photos (36 MB decoded at 12 MP) never pile up by the hundred."""
+    start, largest = 0, 0
+    while start < len(records):
+        images: list = []
+        size = 0
+        while start + len(images) < len(records) and len(images) < max_images:
+            room = max_bytes - size
+            group = 1 if not largest else max(0, min(max_images - len(images), room // largest))
+            if group == 0 and images:
+                break
+            loaded = data.load_images(split, records[start + len(images):start + len(images) + max(group, 1)])
+            sizes = [image.width * image.height * len(image.getbands()) for image in loaded]
+            largest, size = max(largest, *sizes), size + sum(sizes)
+            images += loaded
+        yield start, images
+        start += len(images)

@@ -5,6 +5,7 @@ or corrupt objects do not disturb the others.
 """
 
 import itertools
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -13,11 +14,33 @@ from charfeat.testing.s3 import FaultyProxy, MotoServer
 
 BUCKET = "charfeat-test"
 _prefixes = itertools.count()
+# What the fault-injecting tests did, summed over the session and printed at its end (README: Data, S3)
+RELIABILITY = {"requests": 0, "faults": Counter(), "runs": 0, "images": 0}
+
+
+def tally(proxy=None, images: int = 0, run: bool = False) -> None:
+    """Count a proxy's requests and faults, images compared byte for byte with their originals,
+    and runs (a split or a training run read through injected faults) that completed."""
+    if proxy is not None:
+        RELIABILITY["requests"] += sum(proxy.counts.values())
+        RELIABILITY["faults"].update({k: v for k, v in proxy.counts.items() if k != "ok" and v})
+    RELIABILITY["images"] += images
+    RELIABILITY["runs"] += run
+
+
+def pytest_terminal_summary(terminalreporter):
+    if RELIABILITY["requests"]:
+        faults = RELIABILITY["faults"]
+        terminalreporter.write_line(
+            f"S3 reliability: {sum(faults.values())} faults injected in {RELIABILITY['requests']} requests "
+            f"({', '.join(f'{k} {v}' for k, v in sorted(faults.items()))}); {RELIABILITY['runs']} runs through "
+            f"faults completed; {RELIABILITY['images']} images verified identical to their originals; "
+            "0 substituted (a substitute fails the test)")
 
 
 @pytest.fixture(scope="session")
 def moto_server():
-    server = MotoServer()
+    server = MotoServer(min_part_size=5 * 1024)  # multipart tests use small images
     server.client().create_bucket(Bucket=BUCKET)
     yield server
     server.stop()
@@ -28,10 +51,9 @@ def small_sample(cache_dir) -> Path:
     """4 classes, 8 train and 4 val images each, 64 px: generated once per session."""
     from charfeat.config import SampleDataConfig, build
 
-    data = build(SampleDataConfig, root=str(cache_dir / "s3_sample"), num_classes=4, train_per_class=8,
+    data = build(SampleDataConfig, cache_dir=str(cache_dir / "sample_data"), num_classes=4, train_per_class=8,
                  val_per_class=4, image_size=64)
-    data.ensure_generated()
-    return data.root
+    return data.ensure_generated()
 
 
 @pytest.fixture
@@ -64,3 +86,14 @@ def faulty_proxy(moto_server):
     proxy = FaultyProxy(moto_server.port, fault_rate=0.25, seed=1)
     yield proxy
     proxy.stop()
+    tally(proxy)
+
+
+@pytest.fixture
+def make_proxy(moto_server):
+    """make_proxy(**options) -> a FaultyProxy in front of the server, stopped (and tallied) after the test."""
+    made = []
+    yield lambda **options: made.append(FaultyProxy(moto_server.port, **options)) or made[-1]
+    for proxy in made:
+        proxy.stop()
+        tally(proxy)

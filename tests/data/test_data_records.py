@@ -175,3 +175,49 @@ def test_preprocess_writes_processed_file_and_sorted_mapping(tmp_path, capsys):
     assert "skipped 1 bad record(s)" in capsys.readouterr().err
     # training reads processed files as it reads raw ones
     assert [r.filename for r in read_records(out)] == ["aug_00007.jpg", "aug_00008.jpg", "aug_00010.jpg"]
+
+
+ESCAPES = ["/etc/passwd", "../../x.jpg", "images/../../x.jpg", "..\\x.jpg", "~/.aws/credentials"]
+
+
+@pytest.mark.parametrize("name", ESCAPES)
+def test_filename_outside_the_image_folder_is_a_record_error(tmp_path, name):
+    path = write(tmp_path / "train.jsonl", [*GOOD, record(3) | {"image_filename": name}])
+    with pytest.raises(RecordError, match=r"train\.jsonl:3: filename .* (absolute|'\.\.')"):
+        read_records(path)
+    issues = Issues("skip")
+    assert [r.id for r in read_records(path, issues=issues)] == ["aug_00001", "aug_00002"]
+    assert "train.jsonl:3" in issues.skipped[0]
+
+
+def test_local_training_never_reads_a_file_outside_data_root(tmp_path):
+    """A secret beside the dataset, named by a record (../) or reached through a symlink in images/."""
+    from PIL import Image
+
+    root = tmp_path / "dataset"
+    root.mkdir()
+    secret = tmp_path / "secret.jpg"
+    Image.new("RGB", (8, 8), (1, 2, 3)).save(secret)
+    data = make_local(root, [*GOOD, record(3) | {"image_filename": "../../secret.jpg"}], [record(5)])
+    with pytest.raises(RecordError, match=r"train\.jsonl:3: filename '\.\./\.\./secret\.jpg'"):
+        data.records("train")
+    (root / "images" / "link.jpg").symlink_to(secret)
+    data = make_local(root, [*GOOD, record(3) | {"image_filename": "link.jpg"}], [record(5)], on_bad_record="skip")
+    assert [r.id for r in data.records("train")] == ["aug_00001", "aug_00002"]
+    assert "outside the image folder" in data.describe_issues() and "train.jsonl:3" in data.describe_issues()
+
+
+def test_non_utf8_bytes_are_a_record_error_naming_the_line(tmp_path):
+    path = tmp_path / "train.jsonl"
+    path.write_bytes(json.dumps(GOOD[0]).encode() + b"\n" + b'{"id": "caf\xe9"}\n' + json.dumps(GOOD[1]).encode() + b"\n")
+    with pytest.raises(RecordError, match=r"train\.jsonl:2: not UTF-8 \(byte 0xe9 at column 12\)"):
+        read_records(path)
+    issues = Issues("skip")
+    assert [r.id for r in read_records(path, issues=issues)] == ["aug_00001", "aug_00002"]
+    assert issues.skipped == [f"{path}:2: not UTF-8 (byte 0xe9 at column 12)"]
+
+
+def test_utf8_byte_order_mark_is_read(tmp_path):
+    path = tmp_path / "train.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + "".join(json.dumps(row) + "\n" for row in GOOD).encode())
+    assert [r.id for r in read_records(path)] == ["aug_00001", "aug_00002"]

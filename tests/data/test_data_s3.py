@@ -19,7 +19,7 @@ from charfeat.config import S3DataConfig, build
 from charfeat.data.records import RecordError
 from charfeat.data.sources.s3 import S3AccessError, S3Data
 from charfeat.data.sources.base import ImageLoadError
-from conftest import BUCKET
+from conftest import BUCKET, tally
 from charfeat.testing.s3 import free_port
 
 pytestmark = pytest.mark.slow
@@ -35,6 +35,7 @@ def assert_real(root: Path, records, images) -> None:
     for record, image in zip(records, images, strict=True):
         expected = Image.open(root / "images" / record.filename).convert("RGB")
         assert image.tobytes() == expected.tobytes(), record.id
+    tally(images=len(records))
 
 
 def test_images_come_back_exactly_through_cache_and_readahead(moto_server, small_sample, uploaded, tmp_path):
@@ -44,7 +45,7 @@ def test_images_come_back_exactly_through_cache_and_readahead(moto_server, small
     for start in range(0, len(records), 8):  # batch by batch, as feature extraction reads
         assert_real(small_sample, records[start:start + 8], data.load_images("train", records[start:start + 8]))
     entries = [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]
-    assert len(entries) == 32
+    assert len(entries) == 48  # the up-front check (data.verify_images=header) fetched train and val
 
     # a corrupt cache entry is detected and fetched again
     entries[0].write_bytes(entries[0].read_bytes()[:-5])
@@ -114,6 +115,7 @@ def test_transient_faults_are_retried_and_every_image_is_real(moto_server, small
     for split in ("train", "val"):
         records = data.records(split)
         assert_real(small_sample, records, data.load_images(split, records))
+        tally(run=True)
     counts = faulty_proxy.counts
     assert min(counts["500"], counts["503"], counts["reset"], counts["truncate"]) >= 1, counts
 
@@ -170,6 +172,7 @@ def test_train_end_to_end_from_s3_uploaded_with_the_upload_command(moto_server, 
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert 0.0 <= metrics["trained"]["precision_at_1"] <= 1.0
     assert sum(faulty_proxy.counts.values()) > 48 and faulty_proxy.counts["ok"] < sum(faulty_proxy.counts.values())
+    tally(run=True)
     config = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=False)["config"]
     assert config["data"]["endpoint_url"] == faulty_proxy.url
     for secret in s3_env.values():  # credentials reach no file the run wrote, nor its output

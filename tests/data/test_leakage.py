@@ -147,7 +147,7 @@ def test_near_duplicates_across_splits_are_caught_and_different_pictures_are_not
 def test_the_sample_set_has_no_near_duplicates_at_the_default_threshold(cache_dir):
     from charfeat.config import RecordsConfig, SampleDataConfig
 
-    data = build(SampleDataConfig, root=str(cache_dir / "sample_data"))
+    data = build(SampleDataConfig, cache_dir=str(cache_dir / "sample_data"))
     records = {split: data.records(split) for split in ("train", "val")}
     report = check_leakage(data, records, None, OnLeak.error, RecordsConfig.duplicate_threshold)
     assert not report

@@ -66,7 +66,7 @@ def test_flipped_training_labels_of_the_sample_set_rank_at_the_top(compose_cfg, 
     from charfeat.evaluate import evaluate
     from charfeat.train import train
 
-    sample = build(SampleDataConfig, root=str(cache_dir / "sample_data"))  # the default sample set
+    sample = build(SampleDataConfig, cache_dir=str(cache_dir / "sample_data"))  # the default sample set
     sample.ensure_generated()
     root = tmp_path / "flipped"
     shutil.copytree(sample.root, root)

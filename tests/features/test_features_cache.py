@@ -255,3 +255,52 @@ def test_unwritable_cache_dir_only_warns(tmp_path, caplog):
         cache.flush()
     assert "cannot write" in caplog.text
     assert torch.equal(cache.get([b"k" * 32])[0], torch.ones(2))
+
+
+def test_only_the_shards_a_run_needs_are_read(tmp_path, caplog):
+    """A configuration's cache holds every dataset ever embedded with it: a run reads the keys, and
+    the features (and checksums) of only the shards its own items are in."""
+    cache = FeatureCache(tmp_path, {"a": 1}, dim=4, flush_every=2)
+    keys = [bytes([i]) * 32 for i in range(6)]
+    feats = torch.randn(6, 4)
+    for start in (0, 2, 4):  # three shards of two items
+        cache.put(keys[start:start + 2], feats[start:start + 2])
+    first, *others = cache.shards()
+    assert len(others) == 2
+    for shard in others:  # damage every other shard's features (their last bytes)
+        raw = bytearray(shard.read_bytes())
+        raw[-3] ^= 0xFF
+        shard.write_bytes(bytes(raw))
+    wanted = [k for k, where in FeatureCache(tmp_path, {"a": 1}, dim=4)._load().items() if where[0] == first]
+    fresh = FeatureCache(tmp_path, {"a": 1}, dim=4)
+    with caplog.at_level(logging.WARNING, logger="charfeat.features.cache"):
+        got = fresh.get(wanted)
+    assert all(torch.equal(row, feats[keys.index(k)]) for k, row in zip(wanted, got))
+    assert "dropping bad shard" not in caplog.text and all(shard.exists() for shard in others)
+    with caplog.at_level(logging.WARNING, logger="charfeat.features.cache"):
+        again = fresh.get(keys)  # now read: found bad, dropped, to be recomputed
+    assert [k for k, row in zip(keys, again) if row is not None] == wanted
+    assert "dropping bad shard" in caplog.text and fresh.shards() == [first]
+
+
+def test_windows_bound_the_decoded_pixels_held_at_once(tiny, data, monkeypatch):
+    """Phone photos are 36 MB each decoded: a window holds a byte budget of them, not 8 batches."""
+    import charfeat.features.extract as extract
+
+    records = make_records(10)  # images of 96x96, 64x64, 128x96, 96x64 pixels (27,648 bytes and less)
+    sizes = {r.filename: data.images[r.filename].width * data.images[r.filename].height * 3 for r in records}
+    loads = []
+    real_load = data.load_images
+    data.load_images = lambda split, batch: loads.append(len(batch)) or real_load(split, batch)
+    seen = []
+    for start, images in extract.windows(data, "train", records, max_images=8, max_bytes=60_000):
+        names = [r.filename for r in records[start:start + len(images)]]
+        assert sum(sizes[n] for n in names) <= 60_000 or len(names) == 1
+        seen += names
+    assert seen == [r.filename for r in records] and max(loads) <= 2
+
+    expected, _ = run(backbone(tiny, None), data, records, batch_size=4)
+    monkeypatch.setattr(extract, "WINDOW_BYTES", 60_000)
+    got, stats = run(backbone(tiny, None), data, records, batch_size=4)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    assert stats.batches > 3  # smaller windows, smaller batches: the same features

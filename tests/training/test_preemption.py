@@ -15,7 +15,7 @@ import torch
 
 pytestmark = pytest.mark.slow
 RUN = ["logger=none", "trainer.epochs=40", "trainer.plots=false", "data.train_per_class=12", "data.val_per_class=6",
-       "data.num_classes=4", "data.root=${paths.cache_dir}/sample_small", "sampler.p=4", "head.dropout=0.3"]
+       "data.num_classes=4", "sampler.p=4", "head.dropout=0.3"]  # a 4-class sample set: its own dir
 
 
 def descendants(pid: int) -> list[int]:

@@ -16,7 +16,7 @@ from trained_run import run_module
 
 pytestmark = pytest.mark.slow
 BASE = ("logger=none", "trainer.epochs=3", "data.train_per_class=12", "data.val_per_class=6",
-        "data.num_classes=4", "data.root=${paths.cache_dir}/sample_small", "sampler.p=4")
+        "data.num_classes=4", "sampler.p=4")
 
 
 def scalars(results):

@@ -7,7 +7,7 @@ from charfeat.train import train
 
 pytestmark = pytest.mark.slow
 SMALL = ("logger=none", "trainer.epochs=2", "trainer.plots=false", "data.train_per_class=12",
-         "data.val_per_class=6", "data.num_classes=4", "data.root=${paths.cache_dir}/sample_small", "sampler.p=4")
+         "data.val_per_class=6", "data.num_classes=4", "sampler.p=4")
 
 
 @pytest.mark.parametrize("loss", ["multi_similarity", "supcon", "infonce", "arcface"])

@@ -5,16 +5,20 @@ training loop depends on this class alone. Records are read and checked once, bo
 together (the label mapping and a generated val split need the training file), and every
 image is checked to exist before any model is built. A bad record or image is an error naming
 it, or, under ``on_bad_record=skip``, left out and reported: never replaced by a placeholder.
+How deeply each image is checked up front is ``data.verify_images`` (exists, header, every pixel).
+
+A source may hold threads and connections (S3): it is a context manager, and ``close`` ends them.
 """
 
+import functools
 import logging
 from abc import ABC, abstractmethod
 from pathlib import Path
 
 from PIL import Image
 
-from charfeat.config import LabelField, OnBadRecord, OnLeak, Split
-from charfeat.data.images import try_decode
+from charfeat.config import LabelField, OnBadRecord, OnLeak, Split, VerifyImages
+from charfeat.data.images import try_decode, verify
 from charfeat.data.labels import build_label_map, keep_known_labels
 from charfeat.data.records import Issues, Record, read_records
 from charfeat.data.split import grouped_split, stratified_split
@@ -23,9 +27,12 @@ from charfeat.errors import UserError
 SPLITS = tuple(Split.__members__)
 # What a source without metadata (a bare folder or S3 prefix, for charfeat.embed) gives DataSource:
 # it reads no JSONL, so none of the record options applies, and a missing image is an error.
+# Its images are checked when they are decoded.
 NO_METADATA = dict(train_jsonl="", val_jsonl=None, label_field=None, on_bad_record=OnBadRecord.error,
                    drop_quality=(), keep_unknown=False, start_index=0, val_fraction=0.0, split_seed=0,
-                   group_field=None, on_leak=OnLeak.error, duplicate_threshold=None)
+                   group_field=None, on_leak=OnLeak.error, duplicate_threshold=None,
+                   verify_images=VerifyImages.none)
+CHECK_CHUNK = 64  # images fetched at once by the up-front check: bounds the encoded bytes in memory
 log = logging.getLogger(__name__)
 
 
@@ -42,8 +49,10 @@ class DataSource(ABC):
     def __init__(self, root: str, train_jsonl: str, val_jsonl: str | None, label_field: LabelField,
                  on_bad_record: OnBadRecord, drop_quality: list[str] | tuple, keep_unknown: bool,
                  start_index: int, val_fraction: float, split_seed: int, group_field: str | None,
-                 on_leak: OnLeak, duplicate_threshold: float | None):
+                 on_leak: OnLeak, duplicate_threshold: float | None, verify_images: VerifyImages,
+                 max_image_pixels: int | None):
         self.root = Path(root).expanduser()
+        self.verify_images, self.max_image_pixels = VerifyImages(verify_images), max_image_pixels
         self.jsonl = {"train": train_jsonl, "val": val_jsonl}
         self.read_options = dict(label_field=label_field, drop_quality=tuple(drop_quality),
                                  keep_unknown=keep_unknown, start_index=start_index, group_field=group_field)
@@ -101,38 +110,49 @@ class DataSource(ABC):
         return {"data/skipped": len(self.issues.skipped), "data/filtered": sum(self.issues.filtered.values())}
 
     def check_images(self, split: str, records: list[Record], issues: Issues) -> list[Record]:
-        """Every image must exist (all missing ones named at once); under ``skip``, also decode."""
-        missing = set(self.missing(split, [r.filename for r in records]))
+        """The records whose images pass ``data.verify_images``; the others are bad records.
+
+        Under ``error`` every missing image is named at once before any is fetched, then every
+        image that fails the check; under ``skip`` each is left out and reported. A fetch that
+        fails only transiently is not a bad image: the source raises, and the run stops."""
+        where = {r.filename: f"{self.location(split, r.filename)} (id {r.id}) at {self.jsonl_path(split)}:{r.line}"
+                 for r in records}
+        missing = self.missing(split, [r.filename for r in records])
         if missing and issues.policy == OnBadRecord.error:
             raise ImageLoadError(f"{len(missing)} {split} image(s) not found:\n  " + "\n  ".join(
-                f"{self.location(split, r.filename)} (id {r.id})" for r in records if r.filename in missing))
-        keep = []
+                f"{where[name]}: {reason}" for name, reason in missing.items()))
+        failed = dict(missing)
+        present = [r for r in records if r.filename not in missing]
+        if self.verify_images != VerifyImages.none:
+            failed.update(self._verify(split, [r.filename for r in present]))
+        if failed and issues.policy == OnBadRecord.error:
+            raise ImageLoadError(f"{len(failed)} {split} image(s) cannot be used (data.verify_images="
+                                 f"{self.verify_images}):\n  " + "\n  ".join(
+                                     f"{where[name]}: {reason}" for name, reason in failed.items()))
         for record in records:
-            if record.filename in missing:
-                issues.bad(f"{self.location(split, record.filename)} (id {record.id})", "not found")
-            else:
-                keep.append(record)
-        if issues.policy == OnBadRecord.error:
-            return keep
-        records, keep = keep, []
-        for start in range(0, len(records), 64):  # chunks bound the bytes held in memory
-            chunk = records[start:start + 64]
-            for record, blob in zip(chunk, self.fetch(split, [r.filename for r in chunk])):
-                reason = blob if isinstance(blob, str) else try_decode(blob)
-                reason = reason if isinstance(reason, str) else None
-                if reason:
-                    issues.bad(f"{self.location(split, record.filename)} (id {record.id})", reason)
-                else:
-                    keep.append(record)
-        return keep
+            if record.filename in failed:
+                issues.bad(where[record.filename], failed[record.filename])
+        return [r for r in records if r.filename not in failed]
+
+    def _verify(self, split: str, filenames: list[str]) -> dict[str, str]:
+        """{filename: why} for the images that fail ``data.verify_images``; decoded pixels are dropped at once."""
+        check = functools.partial(verify, level=self.verify_images, max_pixels=self.max_image_pixels)
+        failed = {}
+        for start in range(0, len(filenames), CHECK_CHUNK):
+            names = filenames[start:start + CHECK_CHUNK]
+            blobs = self.fetch(split, names)
+            reasons = self.map(lambda blob: blob if isinstance(blob, str) else check(blob), blobs)
+            failed.update({name: reason for name, reason in zip(names, reasons) if reason})
+        return failed
 
     @abstractmethod
     def location(self, split: str, filename: str) -> str:
         """Where an image lives (a path or s3:// URL), for messages."""
 
     @abstractmethod
-    def missing(self, split: str, filenames: list[str]) -> list[str]:
-        """The filenames that do not exist in the store, found as cheaply as the store allows."""
+    def missing(self, split: str, filenames: list[str]) -> dict[str, str]:
+        """{filename: why} for the files that cannot be found (or may not be read), found as cheaply
+        as the store allows, in ``filenames`` order."""
 
     @abstractmethod
     def fetch(self, split: str, filenames: list[str]) -> list[bytes | str]:
@@ -152,11 +172,20 @@ class DataSource(ABC):
         return list(map(fn, items))
 
     def load_images(self, split: str, records: list[Record]) -> list[Image.Image]:
-        """Fetch and decode a batch of images as RGB."""
+        """Fetch and decode a batch of images as upright RGB."""
         blobs = self.fetch_bytes(split, [r.filename for r in records])
-        images = self.map(try_decode, blobs)
+        images = self.map(functools.partial(try_decode, max_pixels=self.max_image_pixels), blobs)
         bad = [f"{self.location(split, record.filename)} (id {record.id}): {image}"
                for record, image in zip(records, images) if isinstance(image, str)]
         if bad:
             raise ImageLoadError(f"{len(bad)} image(s) could not be decoded:\n  " + "\n  ".join(bad))
         return images
+
+    def close(self) -> None:
+        """End whatever the source holds (threads, connections); it may be used again after."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

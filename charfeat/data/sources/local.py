@@ -1,4 +1,9 @@
-"""Images in a local folder: ``<root>/<image_dir>/<filename>``."""
+"""Images in a local folder: ``<root>/<image_dir>/<filename>``, and nowhere else.
+
+A filename is checked when its record is read (no absolute path, no ``..``); here the resolved
+path must also stay inside the image folder, so a symlink in it cannot point training at any
+other file on the machine.
+"""
 
 from pathlib import Path
 
@@ -13,8 +18,16 @@ class LocalData(DataSource):
     def location(self, split: str, filename: str) -> str:
         return str(self.image_dir / filename)
 
-    def missing(self, split: str, filenames: list[str]) -> list[str]:
-        return [name for name in filenames if not (self.image_dir / name).is_file()]
+    def missing(self, split: str, filenames: list[str]) -> dict[str, str]:
+        folder = self.image_dir.resolve()
+        missing = {}
+        for name in filenames:
+            path = self.image_dir / name
+            if not path.resolve().is_relative_to(folder):
+                missing[name] = f"resolves to {path.resolve()}, outside the image folder {folder}"
+            elif not path.is_file():
+                missing[name] = "not found"
+        return missing
 
     def fetch(self, split: str, filenames: list[str]) -> list[bytes | str]:
         results: list[bytes | str] = []

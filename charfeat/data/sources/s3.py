@@ -1,36 +1,35 @@
 """Images in S3 (or MinIO, R2, Ceph, any S3 endpoint): ``s3://<bucket>/<prefix><filename>``.
 
 Speed: a batch's objects are fetched concurrently, the next ``prefetch`` images of the split
-are fetched ahead of the model, and a disk cache keyed by ETag serves later epochs and runs.
-Trust: one listing per prefix finds every missing key before training starts; botocore retries
-transient failures and a broken or mismatched body (MD5 vs ETag) is fetched again; whatever
-still fails is an error naming every object (or, under ``skip``, reported by id) and never a
-placeholder. Credentials come only from boto3's standard chain and are never stored here.
-The client and thread pool are created lazily in each process: they survive neither pickling
-nor fork.
+are fetched ahead of the model, and a disk cache checked against each object's ETag serves later
+epochs and runs. Trust: every key is checked before training starts, with one listing per prefix
+or, for a role that may read but not list (``s3:GetObject`` without ``s3:ListBucket``), one HEAD
+per key, whose ETag then keys the disk cache, so a second run reads it without listing. Each
+object is read within one retry budget and checked as strongly as it allows (`s3_object`).
+A missing object (or, without listing rights, a 403, which is how S3 answers then) is a bad
+record: an error naming every one, or under ``skip`` left out and reported; an object still
+failing transiently when its budget is spent stops the run. Never a placeholder.
+
+Credentials come only from boto3's standard chain and are never stored here. The client and
+thread pool are created lazily in each process (they survive neither pickling nor fork), and
+``close`` (or leaving a ``with`` block) ends the threads and cancels read-ahead no one will use.
 """
 
-import hashlib
 import logging
 import os
-import re
-import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from urllib.parse import urlparse
 
 from charfeat.config import RetryMode
+from charfeat.data.sources.base import DataSource
+from charfeat.data.sources.s3_errors import (DENIED_CODES, MISSING_CODES, S3AccessError, S3TransientError,
+                                             access_error, error_code)
+from charfeat.data.sources.s3_object import ObjectReader
 from charfeat.data.sources.s3_object_cache import S3ObjectCache
-from charfeat.data.sources.base import DataSource, ImageLoadError
 
+__all__ = ["S3AccessError", "S3Data", "S3TransientError", "make_client"]
 log = logging.getLogger(__name__)
-MISSING_CODES = ("NoSuchKey", "404", "NotFound")
-ACCESS_CODES = ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "ExpiredToken", "InvalidToken",
-                "NoSuchBucket", "AllAccessDisabled", "403")
-MD5 = re.compile(r"[0-9a-f]{32}")
-
-
-class S3AccessError(ImageLoadError):
-    """The bucket cannot be used at all: bad credentials, no permission, no bucket, no endpoint."""
+MISSING_OR_DENIED = "missing or not permitted (403: without s3:ListBucket, S3 answers 403 for a missing key)"
 
 
 def make_client(region: str | None = "us-east-1", endpoint_url: str | None = None, profile: str | None = None,
@@ -46,42 +45,44 @@ def make_client(region: str | None = "us-east-1", endpoint_url: str | None = Non
         max_pool_connections=max_workers, connect_timeout=connect_timeout, read_timeout=read_timeout))
 
 
-def _encrypted(response: dict) -> bool:
-    """SSE-KMS and SSE-C objects have ETags that are not the MD5 of their bytes."""
-    return response.get("ServerSideEncryption") == "aws:kms" or "SSECustomerAlgorithm" in response
-
-
 class S3Data(DataSource):
     """Records from local JSONL, images from S3; the arguments are the ``data=s3`` config group's keys
     (``charfeat.config.S3DataConfig``)."""
 
     def __init__(self, bucket: str, root: str, train_jsonl: str, val_jsonl: str | None, prefix: str,
                  val_prefix: str | None, region: str | None, endpoint_url: str | None, profile: str | None,
-                 retry_mode: RetryMode, max_attempts: int, connect_timeout: float, read_timeout: float,
-                 max_workers: int, prefetch: int, cache_dir: str | None, **options):
+                 retry_mode: RetryMode, max_attempts: int, object_deadline_s: float, connect_timeout: float,
+                 read_timeout: float, max_workers: int, prefetch: int, cache_dir: str | None, **options):
         super().__init__(root, train_jsonl, val_jsonl, **options)
         if endpoint_url and (urlparse(endpoint_url).username or urlparse(endpoint_url).password):
             raise ValueError("data.endpoint_url must not carry credentials: use the environment or data.profile")
-        if max_attempts < 1 or max_workers < 1 or prefetch < 0:
-            raise ValueError("data.max_attempts and data.max_workers must be >= 1, data.prefetch >= 0")
+        if max_attempts < 1 or max_workers < 1 or prefetch < 0 or object_deadline_s <= 0:
+            raise ValueError("data.max_attempts and data.max_workers must be >= 1, data.prefetch >= 0, "
+                             "data.object_deadline_s > 0")
         self.bucket = bucket
         self.prefixes = {"train": prefix, "val": prefix if val_prefix is None else val_prefix}
         self.region, self.endpoint_url, self.profile = region, endpoint_url, profile
-        self.retry_mode, self.max_attempts = retry_mode, max_attempts
+        self.retry_mode, self.max_attempts, self.object_deadline_s = retry_mode, max_attempts, object_deadline_s
         self.connect_timeout, self.read_timeout = connect_timeout, read_timeout
         self.max_workers, self.prefetch = max_workers, prefetch
         self.cache = S3ObjectCache(cache_dir) if cache_dir else None
-        self._listings: dict[str, dict[str, str] | None] = {}  # prefix -> {key: etag}, None if not listable
+        self._listable: dict[str, bool] = {}  # prefix -> may it be listed
+        self._etags: dict[str, str] = {}  # key -> ETag, from the listing or from HEAD
         self._reset()
 
+    @property
+    def endpoint(self) -> str:
+        return self.endpoint_url or f"for region {self.region}"
+
     def _reset(self) -> None:
-        self._session = self._client = self._pool = None
+        self._session = self._client = self._pool = self._decoders = None
+        self._reader = ObjectReader(self.bucket, self.max_attempts, self.object_deadline_s, self.endpoint)
         self._pending: dict[tuple[str, str], Future] = {}
         self._pid = os.getpid()
 
     def __getstate__(self):
         state = dict(self.__dict__)
-        state.update(_session=None, _client=None, _pool=None, _pending={}, _pid=None)
+        state.update(_session=None, _client=None, _pool=None, _decoders=None, _reader=None, _pending={}, _pid=None)
         return state
 
     def _make_client(self, max_attempts: int):
@@ -98,6 +99,7 @@ class S3Data(DataSource):
             self._reset()
         if self._client is None:
             self._client = self._make_client(self.max_attempts)
+            self._reader.install(self._client)
         return self._client
 
     @property
@@ -107,8 +109,29 @@ class S3Data(DataSource):
             self._pool = ThreadPoolExecutor(self.max_workers, thread_name_prefix="charfeat-s3")
         return self._pool
 
+    def close(self) -> None:
+        """Cancel read-ahead not yet started, wait for the fetches in flight, end the threads."""
+        if self._pid != os.getpid():  # a forked copy: the parent's threads are not here
+            self._reset()
+            return
+        for future in self._pending.values():
+            future.cancel()
+        self._pending.clear()
+        for pool in (self._pool, self._decoders):
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+        self._pool = self._decoders = None
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
     def map(self, fn, items: list) -> list:
-        return list(self.pool.map(fn, items))
+        """Decode (PIL releases the GIL) in a pool of its own, so it never waits behind read-ahead."""
+        self.client  # noqa: B018 -- resets after a fork
+        if self._decoders is None:
+            self._decoders = ThreadPoolExecutor(min(self.max_workers, os.cpu_count() or 1),
+                                                thread_name_prefix="charfeat-decode")
+        return list(self._decoders.map(fn, items))
 
     def key(self, split: str, filename: str) -> str:
         return self.prefixes[split] + filename
@@ -116,115 +139,88 @@ class S3Data(DataSource):
     def location(self, split: str, filename: str) -> str:
         return f"s3://{self.bucket}/{self.key(split, filename)}"
 
-    def _fatal(self, err: Exception, what: str) -> S3AccessError | None:
-        """A clear error for failures that no retry fixes; None for per-object ones."""
-        from botocore.exceptions import (ClientError, ConnectTimeoutError, EndpointConnectionError,
-                                         NoCredentialsError, PartialCredentialsError, ProfileNotFound)
-
-        if isinstance(err, (NoCredentialsError, PartialCredentialsError, ProfileNotFound)):
-            return S3AccessError(f"{what}: no usable AWS credentials ({type(err).__name__}); set "
-                                 "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, data.profile or an instance role")
-        if isinstance(err, (EndpointConnectionError, ConnectTimeoutError)):
-            return S3AccessError(f"{what}: cannot reach the S3 endpoint "
-                                 f"{self.endpoint_url or 'for region ' + str(self.region)} ({type(err).__name__})")
-        if isinstance(err, ClientError):
-            code = err.response.get("Error", {}).get("Code", "?")
-            if code in ACCESS_CODES:
-                return S3AccessError(f"{what}: S3 refused the request ({code}); check the credentials from "
-                                     "boto3's chain (environment, data.profile, instance role), the bucket "
-                                     "name and its permissions")
-        return None
-
     def _listing(self, split: str) -> dict[str, str] | None:
         """{key: etag} under the split's prefix, listed once; None where listing is not allowed."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         prefix = self.prefixes[split]
-        if prefix in self._listings:
-            return self._listings[prefix]
         where = f"s3://{self.bucket}/{prefix}"
         self.client  # noqa: B018 -- resets the session after a fork
-        try:  # two attempts, so a wrong endpoint or credentials fail in seconds, not after backoff
+        try:  # two attempts at the read timeout: a wrong endpoint or credentials, or a silent server, fail in seconds
             self._make_client(2).list_objects_v2(Bucket=self.bucket, Prefix=prefix, MaxKeys=1)
         except (BotoCoreError, ClientError) as err:
-            fatal = self._fatal(err, where)
-            if fatal and not (isinstance(err, ClientError) and err.response["Error"]["Code"] == "AccessDenied"):
-                raise fatal from None
-        listing: dict[str, str] | None = {}
+            if error_code(err) in DENIED_CODES:
+                return None
+            fatal = access_error(err, where, self.endpoint)
+            if fatal or not isinstance(err, ClientError):
+                raise fatal or S3AccessError(f"{where}: listing failed ({type(err).__name__}: {err})") from None
+            # the server answered (5xx, throttling): the listing below has the full retry budget
+        listing: dict[str, str] = {}
         try:
             for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
                 listing.update({obj["Key"]: obj["ETag"].strip('"') for obj in page.get("Contents", [])})
         except (BotoCoreError, ClientError) as err:
-            fatal = self._fatal(err, where)
-            if not (isinstance(err, ClientError) and err.response["Error"]["Code"] == "AccessDenied"):
-                raise fatal or S3AccessError(f"{where}: listing failed ({type(err).__name__})") from None
-            log.warning("%s: listing not allowed; checking objects one by one", where)
-            listing = None
-        self._listings[prefix] = listing
+            raise access_error(err, where, self.endpoint) or S3TransientError(
+                f"{where}: listing still failing after data.max_attempts={self.max_attempts} ({type(err).__name__}: "
+                f"{err}); run again later") from None
         return listing
 
-    def missing(self, split: str, filenames: list[str]) -> list[str]:
-        listing = self._listing(split)
-        if listing is not None:
-            return [name for name in filenames if self.key(split, name) not in listing]
-        found = list(self.pool.map(lambda name: self._exists(self.key(split, name)), filenames))
-        return [name for name, ok in zip(filenames, found) if not ok]
+    def missing(self, split: str, filenames: list[str]) -> dict[str, str]:
+        prefix = self.prefixes[split]
+        listing = self._listing(split) if prefix not in self._listable else None
+        if listing is not None or self._listable.get(prefix):
+            self._listable[prefix] = True
+            self._etags.update(listing or {})
+            return {name: "not found" for name in filenames if self.key(split, name) not in self._etags}
+        if prefix not in self._listable:
+            self._listable[prefix] = False
+            log.warning("s3://%s/%s: listing is not allowed (no s3:ListBucket). Each of the %d key(s) is checked "
+                        "with a HEAD request of its own instead of one listing per 1,000 keys; a missing key and "
+                        "a forbidden one both answer 403 and are reported as 'missing or not permitted'; the "
+                        "disk cache is matched by the ETag each HEAD returns.", self.bucket, prefix, len(filenames))
+        found = dict(zip(filenames, self.pool.map(lambda name: self._head(self.key(split, name)), filenames)))
+        missing = {name: reason for name, reason in found.items() if reason}
+        if filenames and len(missing) == len(filenames) and all(r == MISSING_OR_DENIED for r in missing.values()):
+            raise S3AccessError(f"s3://{self.bucket}/{prefix}: every one of {len(filenames)} object(s) answered 403: "
+                                "the credentials may lack s3:GetObject here (or no key exists)")
+        return missing
 
-    def _exists(self, key: str) -> bool:
+    def _head(self, key: str) -> str | None:
+        """Why ``key`` cannot be read (None: it can, and its ETag is noted for the disk cache)."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            self.client.head_object(Bucket=self.bucket, Key=key)
-            return True
+            response = self.client.head_object(Bucket=self.bucket, Key=key)
         except ClientError as err:
-            if err.response.get("Error", {}).get("Code") in MISSING_CODES:
-                return False
-            raise self._fatal(err, f"s3://{self.bucket}/{key}") or err from None
+            if error_code(err) in MISSING_CODES:
+                return "not found"
+            if error_code(err) in DENIED_CODES:
+                return MISSING_OR_DENIED
+            raise access_error(err, f"s3://{self.bucket}/{key}", self.endpoint) or S3TransientError(
+                f"s3://{self.bucket}/{key}: HEAD failed after {self.max_attempts} attempts ({error_code(err)})") from None
         except BotoCoreError as err:
-            raise self._fatal(err, f"s3://{self.bucket}/{key}") or err from None
+            raise access_error(err, f"s3://{self.bucket}/{key}", self.endpoint) or S3TransientError(
+                f"s3://{self.bucket}/{key}: HEAD failed after {self.max_attempts} attempts ({type(err).__name__})") from None
+        if response.get("ETag"):
+            self._etags[key] = response["ETag"].strip('"')
+        return None
 
     def _get(self, split: str, filename: str) -> bytes | str:
-        """One object's bytes (cache, else S3, verified), or why it could not be had."""
-        from botocore.exceptions import BotoCoreError, ClientError
-
+        """One object's bytes (from the disk cache if it holds this ETag, else from S3, checked), or
+        why the object is bad; raises when it is only unavailable."""
         key = self.key(split, filename)
-        etag = (self._listings.get(self.prefixes[split]) or {}).get(key)
+        etag = self._etags.get(key)
         if self.cache and etag:
             blob = self.cache.get(self.bucket, key, etag)
             if blob is not None:
                 return blob
-        problem = "?"
-        for attempt in range(self.max_attempts):  # botocore retries requests; this also retries bodies
-            if attempt:
-                time.sleep(min(1.0, 0.05 * 2 ** attempt))
-            try:
-                response = self.client.get_object(Bucket=self.bucket, Key=key)
-                blob = response["Body"].read()
-            except ClientError as err:
-                code = err.response.get("Error", {}).get("Code", "?")
-                if code in MISSING_CODES:
-                    return "not found"
-                fatal = self._fatal(err, f"s3://{self.bucket}/{key}")
-                if fatal:
-                    raise fatal from None
-                return f"{code} after {self.max_attempts} attempts"
-            except BotoCoreError as err:
-                fatal = self._fatal(err, f"s3://{self.bucket}/{key}")
-                if fatal:
-                    raise fatal from None
-                problem = type(err).__name__
-                continue
-            got = response.get("ETag", "").strip('"')
-            if len(blob) != response.get("ContentLength", len(blob)):
-                problem = "truncated body"
-            elif (MD5.fullmatch(got) and not _encrypted(response)
-                  and hashlib.md5(blob).hexdigest() != got):
-                problem = "body does not match its ETag"
-            else:
-                if self.cache and got:
-                    self.cache.put(self.bucket, key, got, blob)
-                return blob
-        return f"failed after {self.max_attempts} attempts ({problem})"
+        result = self._reader.read(self.client, key, etag)
+        if isinstance(result, str):
+            return result
+        blob, etag = result
+        if self.cache and etag:
+            self.cache.put(self.bucket, key, etag, blob)
+        return blob
 
     def fetch(self, split: str, filenames: list[str]) -> list[bytes | str]:
         pool = self.pool
@@ -250,5 +246,5 @@ class S3Data(DataSource):
         for name in order[start + 1:start + 1 + self.prefetch]:
             if (split, name) not in self._pending:
                 self._pending[(split, name)] = self.pool.submit(self._get, split, name)
-        while len(self._pending) > 2 * self.prefetch:  # random access: drop the oldest (it still warms the cache)
-            self._pending.pop(next(iter(self._pending)))
+        while len(self._pending) > 2 * self.prefetch:  # random access: the oldest will not be used
+            self._pending.pop(next(iter(self._pending))).cancel()

@@ -23,6 +23,8 @@ class S3PrefixData(S3Data):
     def _prepare(self) -> dict[str, list[Record]]:
         prefix = self.prefixes["train"]
         listing = self._listing("train")
+        self._listable[prefix] = listing is not None
+        self._etags.update(listing or {})
         if listing is None:
             raise S3AccessError(f"s3://{self.bucket}/{prefix}: listing is not allowed, so a bare prefix cannot be "
                                 "embedded; describe the images in a JSONL file and use data=s3")

@@ -16,6 +16,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from charfeat.data.sources.local import LocalData
+from charfeat.errors import ConfigError
 
 GENERATOR_VERSION = 2
 S3_PREFIX = "characters/augmented/generated/"
@@ -113,14 +114,18 @@ def draw_figure(style: str, size: int, rng: random.Random) -> Image.Image:
     return image
 
 
-def generate_sample_set(root: Path, num_classes: int, train_per_class: int, val_per_class: int,
-                        image_size: int, seed: int) -> None:
-    """Write images/, train.jsonl and val.jsonl under ``root`` (atomically, via a temp dir)."""
-    if not 2 <= num_classes <= len(STYLES):
-        raise ValueError(f"data.num_classes must be between 2 and {len(STYLES)}, got {num_classes}")
+def sample_dir(cache_dir: str | Path, num_classes: int, train_per_class: int, val_per_class: int, image_size: int,
+               seed: int) -> Path:
+    """The set's own directory under ``cache_dir``, named by every setting that changes it, so sets
+    made with other settings live beside it and are never replaced."""
+    name = f"v{GENERATOR_VERSION}-{num_classes}cls-{train_per_class}+{val_per_class}-{image_size}px-seed{seed}"
+    return Path(cache_dir).expanduser() / name
+
+
+def _write_sample_set(tmp: Path, num_classes: int, train_per_class: int, val_per_class: int, image_size: int,
+                      seed: int) -> None:
+    """images/, train.jsonl, val.jsonl and manifest.json into the (new, empty) directory ``tmp``."""
     rng = random.Random(seed)
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}-", dir=root.parent))
     (tmp / "images").mkdir()
     index = 0
     splits = {"train": [], "val": []}
@@ -151,15 +156,36 @@ def generate_sample_set(root: Path, num_classes: int, train_per_class: int, val_
             fh.writelines(json.dumps(row) + "\n" for row in rows)
     manifest = _manifest(num_classes, train_per_class, val_per_class, image_size, seed)
     (tmp / "manifest.json").write_text(json.dumps(manifest))
-    if _has_manifest(root, manifest):  # another process finished the same set meanwhile: keep it
-        shutil.rmtree(tmp, ignore_errors=True)
-        return
-    if root.exists():  # made with other settings
-        shutil.rmtree(root)
+
+
+def generate_sample_set(cache_dir: str | Path, num_classes: int, train_per_class: int, val_per_class: int,
+                        image_size: int, seed: int) -> Path:
+    """The set's directory under ``cache_dir``, generated there first if it is not yet.
+
+    Written to a temp dir of its own and renamed into place, so a reader never sees half a set and
+    a concurrent run's identical copy is kept. charfeat deletes only that temp dir: a directory
+    already at the set's path that is not a finished set is an error, never removed.
+    """
+    params = (num_classes, train_per_class, val_per_class, image_size, seed)
+    if not 2 <= num_classes <= len(STYLES):
+        raise ConfigError(f"data.num_classes must be between 2 and {len(STYLES)}, got {num_classes}")
+    root = sample_dir(cache_dir, *params)
+    if _has_manifest(root, _manifest(*params)):
+        return root
+    if root.exists():
+        raise ConfigError(f"{root} exists but is not a finished sample set (no matching manifest.json); charfeat "
+                          "never deletes what it did not make: move it away and run again")
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}-", dir=root.parent))
     try:
+        _write_sample_set(tmp, *params)
         os.rename(tmp, root)
-    except OSError:  # another process finished first: keep its (identical) copy
-        shutil.rmtree(tmp, ignore_errors=True)
+    except OSError:
+        if not _has_manifest(root, _manifest(*params)):  # not a concurrent run's identical copy
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # ours alone; gone already after a successful rename
+    return root
 
 
 def _has_manifest(root: Path, manifest: dict) -> bool:
@@ -173,17 +199,23 @@ def _manifest(*params) -> dict:
 
 
 class SampleData(LocalData):
-    """LocalData over a generated set, (re)generated when missing or made with other settings."""
+    """LocalData over a generated set in its own directory under ``cache_dir``, generated on first use.
 
-    def __init__(self, root: str, train_jsonl: str, val_jsonl: str | None, image_dir: str, num_classes: int,
-                 train_per_class: int, val_per_class: int, image_size: int, seed: int, **options):
-        super().__init__(root, train_jsonl, val_jsonl, image_dir, **options)
+    ``root`` exists only to be refused: the sample set is never read from (or written to) a
+    folder the user names, so ``data.root=...`` with ``data=sample`` is an error that points to
+    ``data=local``, not a run on synthetic images that deletes the folder."""
+
+    def __init__(self, root: str | None, cache_dir: str, train_jsonl: str, val_jsonl: str | None, image_dir: str,
+                 num_classes: int, train_per_class: int, val_per_class: int, image_size: int, seed: int, **options):
+        if root is not None:
+            raise ConfigError(f"data.root={root}: data=sample generates its own images under data.cache_dir and "
+                              f"reads no folder of yours; to train on {root}, use data=local data.root={root}")
         self.params = (num_classes, train_per_class, val_per_class, image_size, seed)
+        super().__init__(str(sample_dir(cache_dir, *self.params)), train_jsonl, val_jsonl, image_dir, **options)
+        self.cache_dir = cache_dir
 
-    def ensure_generated(self) -> None:
-        if _has_manifest(self.root, _manifest(*self.params)):
-            return
-        generate_sample_set(self.root, *self.params)
+    def ensure_generated(self) -> Path:
+        return generate_sample_set(self.cache_dir, *self.params)
 
     def records(self, split: str):
         self.ensure_generated()
