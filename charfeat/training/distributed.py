@@ -28,6 +28,11 @@ def init() -> tuple[int, int]:
     """(rank, world size); starts the process group when launched by torchrun (WORLD_SIZE > 1)."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size > 1 and not dist.is_initialized():
+        # torch._inductor (imported by torch.use_deterministic_algorithms, among others) keeps
+        # references to a process group that exists when it is first imported: destroy_process_group
+        # then cannot stop gloo's worker threads, and one still releasing a collective's tensors as
+        # the interpreter shuts down aborts the process ("terminate called without an active exception")
+        import torch._inductor.config  # noqa: F401
         cuda = torch.cuda.is_available() and dist.is_nccl_available()
         dist.init_process_group("cpu:gloo,cuda:nccl" if cuda else "gloo")
     rank = dist.get_rank() if dist.is_initialized() else 0

@@ -103,6 +103,38 @@ def test_gradients_are_averaged_in_buckets(tmp_path):
     assert [len(bucket) for bucket in distributed.buckets([torch.zeros(10)] * 3, max_bytes=80)] == [2, 1]
 
 
+def teardown_in_a_process(rank: int, init_file: str, results: dict) -> None:
+    """One of 2 ranks doing what a run does around its collectives: init, torch's deterministic mode
+    (which imports torch._inductor), an all-gather, teardown; then the names of its threads."""
+    os.environ.update(WORLD_SIZE="2", RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=Path(init_file).read_text())
+    distributed.init()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    distributed.gather_objects(torch.ones(3))
+    distributed.teardown()
+    results[rank] = sorted(path.read_text().strip() for path in Path("/proc/self/task").glob("*/comm"))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="thread names from Linux's /proc")
+def test_teardown_stops_gloos_threads(tmp_path):
+    """A process group that outlives teardown keeps gloo's worker threads running into interpreter
+    shutdown, where one that still holds a collective's tensors aborts the process (SIGABRT, now and then)."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        (tmp_path / "port").write_text(str(free.getsockname()[1]))
+    with mp.Manager() as manager:
+        results = manager.dict()
+        mp.spawn(teardown_in_a_process, args=(str(tmp_path / "port"), results), nprocs=2)
+        results = dict(results)
+    for rank in (0, 1):
+        assert not [name for name in results[rank] if "gloo" in name], results[rank]
+
+
 @pytest.mark.slow
 def test_two_processes_with_the_default_head_stop_early_together(cache_dir, tmp_path):
     """BatchNorm and dropout on, early stopping: every rank evaluates the same model and takes rank 0's
