@@ -344,7 +344,10 @@ class TrainerConfig:
     precision: Precision = Precision.auto  # autocast dtype of the forward pass
     # picks the best epoch: checkpoints/best.pt, the "trained" metrics, what a sweep optimises
     monitor: Metric = Metric.mean_average_precision_at_r
-    patience: Optional[int] = None  # stop after this many epochs without a better monitor value
+    patience: Optional[int] = None  # stop after this many evaluations without a better monitor value
+    eval_every: int = 1  # evaluate (and keep best.pt) after every this many epochs, and after the last
+    # the final evaluation scores every val query against all of val; null: so does each epoch's
+    eval_max_queries: Optional[int] = None  # each epoch's evaluation: this many seeded val queries, against all
 
 
 @dataclass
@@ -572,6 +575,8 @@ RANGES = {
     "trainer.embed_batch_size": Range(1),
     "trainer.max_steps": Range(1, nullable=True),
     "trainer.patience": Range(1, nullable=True),
+    "trainer.eval_every": Range(1),
+    "trainer.eval_max_queries": Range(1, nullable=True),
     "trainer.grad_clip": Range(0, open_low=True, nullable=True),  # <= 0 would zero or reverse every gradient
     "trainer.warmup_fraction": Range(0, 1),
     "head.out_dim": Range(1),

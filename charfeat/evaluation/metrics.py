@@ -2,8 +2,8 @@
 
 precision@1 is what the replaced system reported as "Recall@1"; recall@k counts a query as
 answered when a same-class item is among its k nearest; MAP@R and R-precision rank all R
-same-class items. Queries are processed in blocks against all references with torch top-k, so
-no N×N matrix is ever held: memory grows with block × N, not N². Queries whose class has no
+same-class items. Queries are processed in blocks against all references (`query_results` says
+how), so no N×N matrix is ever held: memory grows with block × N, not N². Queries whose class has no
 other item cannot be answered and are left out, as pytorch-metric-learning does.
 
 The neighbour search runs once (`query_results`): it keeps every query's own value of each metric
@@ -14,6 +14,7 @@ of each metric under a uniformly random ranking of the gallery, from the class s
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,18 +25,22 @@ from charfeat.config import Metric
 
 SCALAR_METRICS = tuple(Metric.__members__)  # plain names, in table order
 RECALL_KS = (1, 5, 10)
+# One block of similarity rows per worker thread. At 128 MB a block at N = 100,000 is 335 queries: the
+# multiply runs at the machine's full GEMM speed (2,048-row blocks are no faster).
+BLOCK_BYTES = 2**27
 
 
-def _block_size(n: int, budget: int = 2**25) -> int:
-    """Queries per block so one block's similarity matrix stays near ``budget`` floats (128 MB)."""
-    return max(1, min(4096, budget // max(n, 1)))
+def _block_size(n: int, budget: int = BLOCK_BYTES) -> int:
+    """Queries per block, so that one block's similarity rows [block, n] (float32) stay near ``budget``."""
+    return max(1, min(4096, budget // (4 * max(n, 1))))
 
 
 @dataclass
 class QueryResults:
-    """Every item's result as a query. ``values[metric]`` [N] float64 (0 where not answerable);
-    ``answerable`` [N] bool (its class has another item); ``neighbours``/``scores`` [N, k]: its k
-    nearest other items and their cosine similarity, best first."""
+    """Each query's result. ``values[metric]`` [Q] float64 (0 where not answerable); ``answerable``
+    [Q] bool (its class has another item); ``neighbours``/``scores`` [Q, k]: its k nearest other
+    items of the gallery (indices into it) and their cosine similarity, best first. ``labels`` [Q]
+    are the queries' labels, ``gallery_labels`` [N] every item's (the queries are gallery items)."""
 
     labels: torch.Tensor
     answerable: torch.Tensor
@@ -43,6 +48,7 @@ class QueryResults:
     neighbours: torch.Tensor
     scores: torch.Tensor
     num_classes: int
+    gallery_labels: torch.Tensor
 
     def answered(self) -> dict[str, np.ndarray]:
         """Per-query values of the answerable queries only, as numpy arrays (the bootstrap's input)."""
@@ -51,46 +57,137 @@ class QueryResults:
 
 @torch.no_grad()
 def query_results(embeddings: torch.Tensor, labels: torch.Tensor, num_classes: int | None = None,
-                  keep: int = 10) -> QueryResults:
-    """embeddings [N, D] (L2-normalised here; cosine similarity), labels [N] -> per-query results,
-    keeping each query's first ``keep`` neighbours."""
+                  keep: int = 10, queries: torch.Tensor | None = None) -> QueryResults:
+    """embeddings [N, D] (L2-normalised here; cosine similarity), labels [N] -> the results of the
+    items ``queries`` (indices, default all) as queries against all N, keeping each one's first
+    ``keep`` neighbours.
+
+    Each query needs its k_max = max(R, 10) best neighbours ranked, R = its class's other items
+    (about 10 % of the gallery with 10 classes): `_BlockSearch` finds them without sorting or
+    gathering more than that. Blocks of queries run in parallel threads (numpy and the multiply
+    release the GIL), each with one torch thread.
+    """
     embeddings = F.normalize(embeddings.detach().float().cpu(), dim=1)
     labels = labels.detach().long().cpu()
     n = len(labels)
     if n < 2:
         raise ValueError(f"retrieval metrics need at least 2 embeddings, got {n}")
     num_classes = num_classes or int(labels.max()) + 1
-    r_all = torch.bincount(labels, minlength=num_classes)[labels] - 1  # same-class references of each query
-    k_max = min(n - 1, max(int(r_all.max()), max(RECALL_KS), keep))
+    queries = torch.arange(n) if queries is None else queries.detach().long().cpu()
+    query_labels = labels[queries]
+    r_all = torch.bincount(labels, minlength=num_classes)[query_labels] - 1  # same-class references
     keep = min(keep, n - 1)
-    values = {name: torch.zeros(n, dtype=torch.float64) for name in SCALAR_METRICS}
-    neighbours = torch.zeros(n, keep, dtype=torch.long)
-    scores = torch.zeros(n, keep)
+    q = len(queries)
+    values = {name: torch.zeros(q, dtype=torch.float64) for name in SCALAR_METRICS}
+    neighbours = torch.zeros(q, keep, dtype=torch.long)
+    scores = torch.zeros(q, keep)
+    k_max = min(n - 1, max(int(r_all.max()), max(RECALL_KS), keep))
+    search = _BlockSearch(embeddings, labels, num_classes, k_max, keep)
+    by_class = torch.argsort(query_labels, stable=True)  # a block's queries share few classes
     block = _block_size(n)
-    for start in range(0, n, block):
-        stop = min(start + block, n)
-        sims = embeddings[start:stop] @ embeddings.T
-        sims[torch.arange(stop - start), torch.arange(start, stop)] = float("-inf")  # not itself
-        top = sims.topk(k_max, dim=1)
-        neighbours[start:stop], scores[start:stop] = top.indices[:, :keep], top.values[:, :keep]
-        _score_block(labels[top.indices] == labels[start:stop, None], r_all[start:stop], values, start)
-    return QueryResults(labels, r_all > 0, values, neighbours, scores, num_classes)
+
+    def run(start: int) -> None:
+        rows = by_class[start:start + block]
+        block_values, neighbours[rows], scores[rows] = search(queries[rows])
+        for name, value in block_values.items():
+            values[name][rows] = value
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one torch thread per block: the blocks run side by side
+    try:
+        with ThreadPoolExecutor(max(1, min(threads, -(-q // block))), thread_name_prefix="charfeat-eval") as pool:
+            list(pool.map(run, range(0, q, block)))
+    finally:
+        torch.set_num_threads(threads)
+    return QueryResults(query_labels, r_all > 0, values, neighbours, scores, num_classes, labels)
 
 
-def _score_block(hits: torch.Tensor, r: torch.Tensor, values: dict[str, torch.Tensor], start: int) -> None:
-    """Each query's metrics from its ranked hits [B, k_max] and its R [B], written into ``values``."""
-    k_max = hits.shape[1]
-    hits_r = hits & (torch.arange(k_max)[None, :] < r[:, None])
-    precision_at_j = hits_r.cumsum(1) / torch.arange(1, k_max + 1)
-    r_safe = r.clamp(min=1).double()
-    stop = start + len(r)
-    values["precision_at_1"][start:stop] = hits[:, 0].double()
-    values["recall_at_5"][start:stop] = hits[:, :5].any(1).double()
-    values["recall_at_10"][start:stop] = hits[:, :10].any(1).double()
-    values["mean_average_precision_at_r"][start:stop] = (precision_at_j * hits_r).sum(1).double() / r_safe
-    values["r_precision"][start:stop] = hits_r.sum(1).double() / r_safe
-    for value in values.values():
-        value[start:stop][r == 0] = 0.0
+class _BlockSearch:
+    """A block of queries against the whole gallery -> ({metric: [B]}, neighbours [B, keep], scores).
+
+    The gallery's columns are sorted by class, so a query's same-class items are one slice of its
+    similarity row. That row's lowest mantissa bit is then set to "same class" (one pass; a change
+    of one unit in the last place, below the multiply's own rounding), so a partition in place and
+    a sort of the k_max best values give the ranked hits without gathering an index or a label (a
+    tie within one unit in the last place may rank the two either way). The ``keep`` nearest are
+    taken first, exactly, from the ``keep`` chunks of the row with the largest maxima: every one of
+    them lies in such a chunk.
+    """
+
+    CHUNK = 64  # columns per chunk for the nearest neighbours
+
+    def __init__(self, embeddings: torch.Tensor, labels: torch.Tensor, num_classes: int, k_max: int, keep: int):
+        self.order = torch.argsort(labels, stable=True)
+        self.gallery = embeddings[self.order].contiguous()
+        self.position = torch.empty_like(self.order)
+        self.position[self.order] = torch.arange(len(labels))  # item -> its column
+        self.counts = torch.bincount(labels, minlength=num_classes)
+        self.ends = self.counts.cumsum(0)
+        self.begins = self.ends - self.counts
+        self.labels, self.k_max, self.keep = labels, k_max, keep
+
+    def __call__(self, items: torch.Tensor):
+        n, k, keep = len(self.labels), self.k_max, self.keep
+        sims = (self.gallery[self.position[items]] @ self.gallery.T).numpy()
+        rows, itself = np.arange(len(items)), self.position[items].numpy()
+        sims[rows, itself] = -np.inf  # an item is not its own neighbour
+        nearest, scores = self._nearest(sims)
+        item_labels = self.labels[items]
+        bits = sims.view(np.int32)
+        for first, last, label in _runs(item_labels):
+            same = slice(int(self.begins[label]), int(self.ends[label]))
+            np.bitwise_and(bits[first:last, :same.start], -2, out=bits[first:last, :same.start])
+            np.bitwise_or(bits[first:last, same], 1, out=bits[first:last, same])
+            np.bitwise_and(bits[first:last, same.stop:], -2, out=bits[first:last, same.stop:])
+        sims[rows, itself] = -np.inf  # again: a set lowest bit makes -inf a NaN
+        sims.partition(n - k, axis=1)  # the k best of each row, unordered, at its end
+        hits = np.sort(sims[:, n - k:], axis=1)[:, ::-1].view(np.int32) & 1
+        r = self.counts[item_labels] - 1
+        return _score_block(hits, r.numpy()), self.order[torch.from_numpy(nearest)], torch.from_numpy(scores)
+
+    def _nearest(self, sims: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Columns [B, keep] and similarities of each row's ``keep`` largest, best first.
+
+        Chunk c of a row holds the columns c, c + stride, c + 2 stride, ... (the maxima of all chunks
+        are then one vectorised pass over the row); the last ``n % CHUNK`` columns are candidates of
+        their own."""
+        b, n, keep = *sims.shape, self.keep
+        stride = n // self.CHUNK
+        maxima = sims[:, :stride * self.CHUNK].reshape(b, self.CHUNK, stride).max(axis=1) if stride else \
+            np.empty((b, 0), sims.dtype)
+        best_chunks = np.argpartition(maxima, stride - keep, axis=1)[:, stride - keep:] if keep < stride else \
+            np.broadcast_to(np.arange(stride), (b, stride))
+        columns = np.concatenate([(best_chunks[:, :, None] + stride * np.arange(self.CHUNK)).reshape(b, -1),
+                                  np.broadcast_to(np.arange(stride * self.CHUNK, n), (b, n - stride * self.CHUNK))],
+                                 axis=1)
+        candidates = np.take_along_axis(sims, columns, axis=1)
+        best = np.argpartition(-candidates, keep - 1, axis=1)[:, :keep]
+        best = np.take_along_axis(best, np.argsort(-np.take_along_axis(candidates, best, axis=1), axis=1), axis=1)
+        return np.take_along_axis(columns, best, axis=1), np.take_along_axis(candidates, best, axis=1)
+
+
+def _runs(values: torch.Tensor):
+    """(first, last, value) of each run of equal consecutive values."""
+    values = values.numpy()
+    starts = np.flatnonzero(np.r_[True, values[1:] != values[:-1]])
+    return [(int(a), int(b), int(values[a])) for a, b in zip(starts, np.r_[starts[1:], len(values)])]
+
+
+def _score_block(hits: np.ndarray, r: np.ndarray) -> dict[str, torch.Tensor]:
+    """Each query's metrics [B] (float64) from its ranked hits [B, k_max] (0/1) and its R [B]."""
+    out = {"precision_at_1": hits[:, 0].astype(np.float64),
+           "recall_at_5": hits[:, :5].any(1).astype(np.float64),
+           "recall_at_10": hits[:, :10].any(1).astype(np.float64),
+           "mean_average_precision_at_r": np.zeros(len(r)), "r_precision": np.zeros(len(r))}
+    for first, last, rq in _runs(torch.from_numpy(r)):
+        if rq == 0:
+            continue
+        within = hits[first:last, :rq].astype(np.float32)
+        found = np.cumsum(within, axis=1)  # hits among the first j: exact in float32 below 2**24
+        out["mean_average_precision_at_r"][first:last] = (found * within) @ (1.0 / np.arange(1, rq + 1,
+                                                                                              dtype=np.float32)) / rq
+        out["r_precision"][first:last] = found[:, -1] / rq
+    return {name: torch.from_numpy(np.where(r == 0, 0.0, value)) for name, value in out.items()}
 
 
 def summarize(results: QueryResults) -> dict:
@@ -104,15 +201,21 @@ def summarize(results: QueryResults) -> dict:
     asked = torch.bincount(labels[mask], minlength=c)
     out["per_class_precision_at_1"] = {k: float(correct[k] / asked[k]) for k in range(c) if asked[k] > 0}
     confusion = torch.zeros(c, c, dtype=torch.long)
-    confusion.index_put_((labels, labels[results.neighbours[:, 0]]), torch.ones(len(labels), dtype=torch.long),
+    confusion.index_put_((labels, results.gallery_labels[results.neighbours[:, 0]]), torch.ones(len(labels), dtype=torch.long),
                          accumulate=True)
     out["nn_confusion"] = confusion.tolist()
     return out
 
 
-def retrieval_metrics(embeddings: torch.Tensor, labels: torch.Tensor, num_classes: int | None = None) -> dict:
-    """embeddings [N, D], labels [N] -> the summary of `query_results` (see `summarize`)."""
-    return summarize(query_results(embeddings, labels, num_classes, keep=1))
+def retrieval_metrics(embeddings: torch.Tensor, labels: torch.Tensor, num_classes: int | None = None,
+                      max_queries: int | None = None, seed: int = 0) -> dict:
+    """embeddings [N, D], labels [N] -> the summary of `query_results` (see `summarize`); with
+    ``max_queries`` < N, of that many queries drawn with ``seed`` (the gallery stays all N)."""
+    queries = None
+    if max_queries is not None and max_queries < len(labels):
+        generator = torch.Generator().manual_seed(seed)
+        queries = torch.randperm(len(labels), generator=generator)[:max_queries].sort().values
+    return summarize(query_results(embeddings, labels, num_classes, keep=1, queries=queries))
 
 
 def chance_per_query(labels: torch.Tensor, num_classes: int | None = None) -> dict[str, torch.Tensor]:

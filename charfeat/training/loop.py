@@ -184,11 +184,15 @@ class Trainer:
         return loss.item(), mined
 
     def _end_epoch(self, epoch: int) -> bool:
-        """Evaluate, keep the best epoch (its metrics are "trained", its model best.pt), save the last;
-        True when early stopping ends the run. Every rank decides alike: they share rank 0's metrics."""
+        """Evaluate (every ``trainer.eval_every`` epochs and after the last), keep the best evaluated
+        epoch (its metrics are "trained", its model best.pt), save the last; True when early stopping
+        ends the run. Every rank decides alike: they share rank 0's metrics."""
         p, monitor, patience = self.progress, self.cfg.monitor, self.cfg.patience
         self.sampler_state = self.sampler.state_dict()
         p.epoch, p.step_in_epoch = epoch, 0
+        if epoch % self.cfg.eval_every and epoch < self.cfg.epochs:
+            self.save("last")
+            return False
         metrics = self.evaluate()
         self.results.setdefault("history", []).append({"epoch": epoch, **scalars(metrics, "")})
         self.tracker.log(scalars(metrics, "val/"), step=p.step)
@@ -202,7 +206,7 @@ class Trainer:
         self.save("last")
         self.tracker.log({f"val/{monitor}_best": p.best}, step=p.step)
         if patience is not None and p.stale_epochs >= patience:
-            log.info("early stop: no better %s for %d epochs (best %.4f at epoch %d)", monitor, patience,
+            log.info("early stop: no better %s for %d evaluations (best %.4f at epoch %d)", monitor, patience,
                      p.best, p.best_epoch)
             return True
         return False
@@ -239,11 +243,13 @@ class Trainer:
         return distributed.gather_shards(mine, len(self.records[split]))
 
     def score(self, embeddings: torch.Tensor) -> dict:
-        """Retrieval metrics of validation embeddings, per-class results keyed by class name: computed on
-        rank 0, received by every rank (so every rank takes the same decisions)."""
+        """Retrieval metrics of validation embeddings (of ``trainer.eval_max_queries`` seeded queries, the
+        same ones every epoch), per-class results keyed by class name: computed on rank 0, received by
+        every rank (so every rank takes the same decisions)."""
         metrics = None
         if self.main_process:
-            metrics = with_class_names(retrieval_metrics(embeddings, self.labels["val"], len(self.label_map)),
+            metrics = with_class_names(retrieval_metrics(embeddings, self.labels["val"], len(self.label_map),
+                                                         self.cfg.eval_max_queries, self.cfg.seed),
                                        list(self.label_map))
         return distributed.broadcast_object(metrics)
 

@@ -58,7 +58,7 @@ def test_blocks_give_the_same_answer(monkeypatch):
     labels = torch.randint(0, 4, (97,), generator=generator)
     embeddings = F.normalize(torch.randn(97, 8, generator=generator), dim=1)
     whole = retrieval_metrics(embeddings, labels)
-    monkeypatch.setattr(metrics_module, "_block_size", lambda n: 10)
+    monkeypatch.setattr(metrics_module, "_block_size", lambda n: 10)  # with 4 classes, blocks straddle classes
     blocked = retrieval_metrics(embeddings, labels)
     for name in metrics_module.SCALAR_METRICS:
         assert blocked[name] == pytest.approx(whole[name])
@@ -141,3 +141,21 @@ def test_per_query_values_average_to_the_summary():
     assert results.neighbours.shape == (10, 3) and (results.neighbours != torch.arange(10)[:, None]).all()
     assert (results.scores[:, :-1] >= results.scores[:, 1:]).all()  # best first
     assert sum(map(sum, summary["nn_confusion"])) == 10
+
+
+def test_a_query_subset_scores_those_queries_against_the_whole_gallery():
+    generator = torch.Generator().manual_seed(3)
+    labels = torch.randint(0, 5, (200,), generator=generator)
+    embeddings = F.normalize(torch.randn(5, 16, generator=generator)[labels] + torch.randn(200, 16, generator=generator), dim=1)
+    whole = query_results(embeddings, labels, 5, keep=1)
+    subset = retrieval_metrics(embeddings, labels, 5, max_queries=40, seed=7)
+    assert subset == retrieval_metrics(embeddings, labels, 5, max_queries=40, seed=7)  # same seed, same queries
+    assert subset != retrieval_metrics(embeddings, labels, 5, max_queries=40, seed=8)
+    chosen = torch.randperm(200, generator=torch.Generator().manual_seed(7))[:40].sort().values
+    picked = query_results(embeddings, labels, 5, keep=1, queries=chosen)
+    for name in SCALAR_METRICS:
+        assert torch.equal(picked.values[name], whole.values[name][chosen])  # each query as in the full search
+        assert subset[name] == pytest.approx(float(whole.values[name][chosen].mean()))
+    assert torch.equal(picked.neighbours, whole.neighbours[chosen])
+    assert sum(map(sum, subset["nn_confusion"])) == 40
+    assert retrieval_metrics(embeddings, labels, 5, max_queries=500) == retrieval_metrics(embeddings, labels, 5)

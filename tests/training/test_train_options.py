@@ -35,3 +35,23 @@ def test_accumulation_takes_one_optimizer_step_per_k_batches(compose_cfg, tmp_pa
 def test_bf16_autocast_runs_on_cpu_when_asked(compose_cfg):
     results = train(compose_cfg(*SMALL, "trainer.precision=bf16", "trainer.epochs=1"))
     assert 0.0 <= results["trained"]["precision_at_1"] <= 1.0
+
+
+def test_eval_every_evaluates_those_epochs_and_the_last(compose_cfg, tmp_path):
+    results = train(compose_cfg(*SMALL, "trainer.epochs=5", "trainer.eval_every=2"))
+    saved = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=False)
+    assert [row["epoch"] for row in saved["results"]["history"]] == [2, 4, 5]
+    assert saved["epoch"] == 5 and saved["best_epoch"] in (2, 4, 5)
+    assert results["trained"]["checkpoint"]["epoch"] == saved["best_epoch"]
+
+
+def test_eval_max_queries_subsets_the_epochs_not_the_final_evaluation(compose_cfg, tmp_path):
+    """Per-epoch metrics of 5 of the 24 val queries, the same 5 each epoch; the final table scores all 24."""
+    from charfeat.evaluation.per_query import read_per_query
+
+    train(compose_cfg(*SMALL, "trainer.eval_max_queries=5", "trainer.epochs=3"))
+    saved = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=False)
+    for row in saved["results"]["history"]:
+        assert row["precision_at_1"] * 5 == pytest.approx(round(row["precision_at_1"] * 5))  # a fifth at a time
+    ids, _ = read_per_query(tmp_path / "run" / "per_query.npz")
+    assert len(ids) == 24

@@ -14,6 +14,8 @@ BAD = [
     ("trainer.grad_clip=0", "trainer.grad_clip=0.0: must be > 0 or null"),  # zeroes every gradient
     ("trainer.warmup_fraction=2", "trainer.warmup_fraction=2.0: must be in [0, 1]"),
     ("trainer.patience=-1", "trainer.patience=-1: must be >= 1 or null"),
+    ("trainer.eval_every=0", "trainer.eval_every=0: must be >= 1"),
+    ("trainer.eval_max_queries=0", "trainer.eval_max_queries=0: must be >= 1 or null"),
     ("trainer.max_steps=0", "trainer.max_steps=0: must be >= 1 or null"),
     ("trainer.epochs=0", "trainer.epochs=0: must be >= 1"),
     ("trainer.accumulate=0", "trainer.accumulate=0: must be >= 1"),
