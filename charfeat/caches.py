@@ -95,7 +95,7 @@ def _s3_entries(root: Path) -> Iterator[Entry]:
 def _feature_entries(root: Path) -> Iterator[Entry]:
     for config in sorted(p for p in root.iterdir() if p.is_dir() and FEATURE_DIR.fullmatch(p.name)):
         for path in sorted(config.iterdir()):
-            if (path.name.startswith("shard-") and path.suffix == ".safetensors") or TMP.fullmatch(path.name):
+            if (path.name.startswith(("shard-", "alias-")) and path.suffix == ".safetensors") or TMP.fullmatch(path.name):
                 entry = _file(path)
                 if entry:
                     yield entry
@@ -123,7 +123,7 @@ def remove(entry: Entry) -> None:
     else:
         entry.path.unlink(missing_ok=True)
         parent = entry.path.parent
-        if FEATURE_DIR.fullmatch(parent.name) and not any(parent.glob("shard-*.safetensors")):
+        if FEATURE_DIR.fullmatch(parent.name) and not any(parent.glob("*-*.safetensors")):
             (parent / "key.json").unlink(missing_ok=True)  # a feature configuration left without features
         _remove_if_empty(parent)
 

@@ -8,6 +8,12 @@ digest and a SHA-256 of both tensors in its metadata. Shards are written to a te
 so a killed run leaves complete shards (reused) and at most a temp file (ignored, later removed).
 Concurrent jobs may compute the same features twice; duplicates are identical and harmless.
 
+A record whose image the data source can identify without reading it (`DataSource.identity`: a
+file's path, size and times, an S3 object's ETag) also gets an alias, the SHA-256 of that identity
+and its text, mapped to its item key in ``alias-*.safetensors`` (``aliases`` and ``keys``, uint8 [N,
+32], checksummed like a shard). A later run finds such a feature without fetching, decoding or
+hashing the image, and when all of a run's features are found so, its backbone is never loaded.
+
 Memory: a configuration's cache may hold every dataset ever embedded with that model, so only the
 keys of its shards are read up front (32 bytes an item); a feature row is read from its shard
 (safetensors slices) when a run asks for it. A shard is checked against its checksum, streamed,
@@ -52,6 +58,11 @@ def item_key(image, text: str | None) -> bytes:
     return h.digest()
 
 
+def alias_key(identity: str, text: str | None) -> bytes:
+    """SHA-256 of what identifies an image's bytes without reading them and the record text beside it."""
+    return hashlib.sha256(b"identity\0" + identity.encode("utf-8") + b"\0text\0" + (text or "").encode("utf-8")).digest()
+
+
 class FeatureCache:
     """Features by item key for one backbone configuration. `get` then `put`; `flush` writes a shard."""
 
@@ -64,6 +75,8 @@ class FeatureCache:
         self._index: dict[bytes, tuple[Path, int]] | None = None  # key -> (shard, row); no features
         self._verified: set[Path] = set()
         self._pending: dict[bytes, torch.Tensor] = {}  # put, not yet in a shard
+        self._aliases: dict[bytes, bytes] | None = None  # alias -> item key
+        self._pending_aliases: dict[bytes, bytes] = {}
         self.writable = True  # until a write fails: then features stay in memory for this run
 
     def __len__(self) -> int:
@@ -176,6 +189,44 @@ class FeatureCache:
                 out[i] = rows[row]
         return out
 
+    def resolve(self, aliases: list[bytes | None]) -> list[bytes | None]:
+        """The item key each alias stands for (None where unknown, or for a None alias)."""
+        index = self._load_aliases()
+        return [None if a is None else self._pending_aliases.get(a) or index.get(a) for a in aliases]
+
+    def add_aliases(self, aliases: list[bytes | None], keys: list[bytes]) -> None:
+        """Remember that each alias stands for the item key beside it (written with the next `flush`)."""
+        index = self._load_aliases()
+        for alias, key in zip(aliases, keys):
+            if alias is not None and index.get(alias) != key:
+                self._pending_aliases[alias] = key
+
+    def _load_aliases(self) -> dict[bytes, bytes]:
+        if self._aliases is not None:
+            return self._aliases
+        from safetensors.torch import load_file
+
+        self._aliases = {}
+        for path in sorted(self.dir.glob("alias-*.safetensors")) if self.dir.is_dir() else ():
+            try:
+                tensors = load_file(path)
+                aliases, keys = tensors["aliases"], tensors["keys"]
+                meta = _metadata(path)
+                if meta.get("format") != FORMAT_VERSION or meta.get("key") != self.key_digest:
+                    raise ValueError(f"format {meta.get('format')!r} / key {meta.get('key')!r} do not match")
+                if aliases.shape != keys.shape or keys.ndim != 2 or keys.shape[1] != 32 or \
+                        _checksum(aliases, keys) != meta.get("sha256"):
+                    raise ValueError("shape or checksum mismatch")
+            except FileNotFoundError:
+                continue
+            except Exception as err:  # noqa: BLE001 - an unreadable alias file only costs reading the images again
+                log.warning("feature cache: dropping bad alias file %s (%s)", path, err)
+                path.unlink(missing_ok=True)
+                continue
+            touch(path)
+            self._aliases.update(zip((a.tobytes() for a in aliases.numpy()), (k.tobytes() for k in keys.numpy())))
+        return self._aliases
+
     def put(self, keys: list[bytes], features: torch.Tensor) -> None:
         """Remember features [N, dim] for `keys`; a shard is written every `flush_every` items."""
         features = features.detach().to("cpu", torch.float32)
@@ -189,24 +240,39 @@ class FeatureCache:
             self.flush()
 
     def flush(self) -> None:
-        """Write pending features as one shard (temp file, then rename); they are then read from it."""
-        if not self._pending or not self.writable:
-            return
+        """Write pending features as one shard and pending aliases as one alias file (each a temp file,
+        then renamed); they are then read from there."""
+        if self._pending and self.writable:
+            pending = list(self._pending.items())
+            keys = _stacked_keys(k for k, _ in pending)
+            shard = self._write("shard", keys=keys, features=torch.stack([row for _, row in pending]).contiguous())
+            if shard is not None:
+                self._pending.clear()
+                self._verified.add(shard)  # its checksum was computed from these very rows
+                for row, (k, _) in enumerate(pending):
+                    self._index[k] = (shard, row)
+        if self._pending_aliases and self.writable and not self._pending:  # never an alias to an unwritten feature
+            aliases = list(self._pending_aliases.items())
+            if self._write("alias", aliases=_stacked_keys(a for a, _ in aliases),
+                           keys=_stacked_keys(k for _, k in aliases)) is not None:
+                self._aliases.update(aliases)
+                self._pending_aliases.clear()
+
+    def _write(self, kind: str, **tensors: torch.Tensor) -> Path | None:
+        """``<kind>-<time>-<random>.safetensors`` with its checksum; None (and no more writes) if it fails."""
         from safetensors.torch import save_file
 
-        pending = list(self._pending.items())
-        keys = torch.frombuffer(bytearray(b"".join(k for k, _ in pending)), dtype=torch.uint8).view(-1, 32)
-        features = torch.stack([row for _, row in pending]).contiguous()
-        name = f"shard-{time.strftime('%Y%m%d%H%M%S')}-{uuid.uuid4().hex[:12]}.safetensors"
+        name = f"{kind}-{time.strftime('%Y%m%d%H%M%S')}-{uuid.uuid4().hex[:12]}.safetensors"
         tmp = self.dir / f".{name}.tmp"
-        metadata = {"format": FORMAT_VERSION, "key": self.key_digest, "sha256": _checksum(keys, features),
-                    "count": str(len(keys))}
+        first, second = tensors.values()
+        metadata = {"format": FORMAT_VERSION, "key": self.key_digest, "sha256": _checksum(first, second),
+                    "count": str(len(first))}
         try:
             private_dir(self.dir)
             key_file = self.dir / "key.json"
             if not key_file.exists():
                 write_private(key_file, (json.dumps(self.fingerprint, indent=2, sort_keys=True) + "\n").encode())
-            save_file({"keys": keys, "features": features}, tmp, metadata=metadata)
+            save_file(tensors, tmp, metadata=metadata)
             os.chmod(tmp, 0o600)
             os.replace(tmp, self.dir / name)
         except OSError as err:  # e.g. a checkpoint's cache path on another machine: features stay in memory
@@ -216,14 +282,22 @@ class FeatureCache:
                 tmp.unlink()
             except OSError:
                 pass
-            return
-        self._pending.clear()
-        self._verified.add(self.dir / name)  # its checksum was computed from these very rows
-        for row, (k, _) in enumerate(pending):
-            self._index[k] = (self.dir / name, row)
+            return None
+        return self.dir / name
 
     def shards(self) -> list[Path]:
         return sorted(self.dir.glob("shard-*.safetensors"))
+
+
+def _stacked_keys(keys) -> torch.Tensor:
+    return torch.frombuffer(bytearray(b"".join(keys)), dtype=torch.uint8).view(-1, 32)
+
+
+def _metadata(path: Path) -> dict:
+    from safetensors import safe_open
+
+    with safe_open(path, framework="pt") as fh:
+        return fh.metadata() or {}
 
 
 def _checksum(keys: torch.Tensor, features: torch.Tensor) -> str:

@@ -6,6 +6,10 @@ Images are hashed after decoding, so the cache follows content, not filenames. F
 from the cache are sorted by sequence length before batching, which keeps padding low; this cannot
 change a feature, because pooling ignores padding (batch invariance, tested).
 
+Records whose image the source identifies without reading it (a local file's path, size and times;
+an S3 ETag) are looked up by that alias first (`FeatureCache.resolve`): a feature found so costs no
+fetch, no decode and no hash, and the backbone's weights are read only when some feature is missing.
+
 charfeat has no image augmentation: a frozen backbone sees each image exactly as stored, which is
 what makes one cached feature per image valid. Augmentation would need per-view keys or no cache.
 """
@@ -21,7 +25,7 @@ import torch
 from charfeat.console import progress
 from charfeat.data.records import Record, record_text
 from charfeat.data.sources.base import DataSource
-from charfeat.features.cache import FeatureCache, item_key
+from charfeat.features.cache import FeatureCache, alias_key, item_key
 from charfeat.models.backbone.model import Qwen3VLBackbone
 
 log = logging.getLogger(__name__)
@@ -45,6 +49,7 @@ class ExtractionStats:
 
     images: int = 0
     cache_hits: int = 0
+    unread: int = 0  # cache hits found by the source's identity of the image, without reading it
     computed: int = 0
     batches: int = 0
     tokens: int = 0
@@ -104,31 +109,55 @@ class FeatureExtractor:
             raise ValueError(f"no records to embed in split {split!r}")
         stats = stats if stats is not None else ExtractionStats()
         out: list[torch.Tensor | None] = [None] * len(records)
-        with progress(total=len(records), desc=f"embed {split}", unit="image", leave=False) as bar:
-            for start, images in windows(data, split, records, 8 * self.batch_size, WINDOW_BYTES):
-                self._extract_window(records[start:start + len(images)], images, out, start, stats)
+        aliases = self._found_by_alias(data, split, records, out, stats)
+        todo = [i for i, feature in enumerate(out) if feature is None]
+        with progress(total=len(records), initial=len(records) - len(todo), desc=f"embed {split}", unit="image",
+                      leave=False) as bar:
+            for start, images in windows(data, split, [records[i] for i in todo], 8 * self.batch_size, WINDOW_BYTES):
+                where = todo[start:start + len(images)]
+                self._extract_window([records[i] for i in where], images, out, where, [aliases[i] for i in where],
+                                     stats)
                 bar.update(len(images))
                 del images
         if self.cache is not None:
             self.cache.flush()
-            log.info("features %s: %d images, %d from the cache (%s), %d computed", split, stats.images,
-                     stats.cache_hits, self.cache.dir, stats.computed)
+            log.info("features %s: %d images, %d from the cache (%s; %d without reading the image), %d computed",
+                     split, stats.images, stats.cache_hits, self.cache.dir, stats.unread, stats.computed)
         features = torch.stack(out)
         return torch.cat([then(chunk.to(self.device)).float().cpu() for chunk in features.split(self.batch_size)])
 
-    def _extract_window(self, records: list[Record], images: list, out: list, start: int,
-                        stats: ExtractionStats) -> None:
-        """Fill ``out[start:start + len(records)]``: from the cache where it can, else from the backbone."""
+    def _found_by_alias(self, data: DataSource, split: str, records: list[Record], out: list,
+                        stats: ExtractionStats) -> list[bytes | None]:
+        """Fill ``out`` with the features the cache finds by each record's alias (its image unread);
+        returns every record's alias (None where the source cannot identify the image)."""
+        if self.cache is None:
+            return [None] * len(records)
+        aliases = [None if (identity := data.identity(split, r.filename)) is None else alias_key(identity, text)
+                   for r, text in zip(records, self.texts(records))]
+        keys = self.cache.resolve(aliases)
+        known = [i for i, key in enumerate(keys) if key is not None]
+        for i, feature in zip(known, self.cache.get([keys[i] for i in known])):
+            out[i] = feature
+        found = sum(out[i] is not None for i in known)
+        stats.images += found
+        stats.cache_hits += found
+        stats.unread += found
+        return aliases
+
+    def _extract_window(self, records: list[Record], images: list, out: list, where: list[int],
+                        aliases: list[bytes | None], stats: ExtractionStats) -> None:
+        """Fill ``out`` at ``where`` (the records' places): from the cache where it can, else from the backbone."""
         cache, texts = self.cache, self.texts(records)
         keys, todo = None, list(range(len(records)))
         if cache is not None:
             keys = [item_key(image, text) for image, text in zip(images, texts)]
+            cache.add_aliases(aliases, keys)
             todo = []
             for i, cached in enumerate(cache.get(keys)):
                 if cached is None:
                     todo.append(i)
                 else:
-                    out[start + i] = cached
+                    out[where[i]] = cached
         stats.images += len(records)
         stats.cache_hits += len(records) - len(todo)
         stats.computed += len(todo)
@@ -138,7 +167,7 @@ class FeatureExtractor:
             if cache is not None:
                 cache.put([keys[i] for i in batch], features)
             for i, row in zip(batch, features):
-                out[start + i] = row
+                out[where[i]] = row
 
 
 def windows(data: DataSource, split: str, records: list[Record], max_images: int,

@@ -22,15 +22,20 @@ def image(seed: int, width: int = 96, height: int = 96) -> Image.Image:
 
 
 class FakeData:
-    """The one DataSource method extraction uses, with a loaded-image count."""
+    """The DataSource methods extraction uses, with a loaded-image count; ``identities`` (filename ->
+    what identifies its bytes) stands for a local file's stat or an S3 ETag (none by default)."""
 
-    def __init__(self, images: dict[str, Image.Image]):
+    def __init__(self, images: dict[str, Image.Image], identities: dict[str, str] | None = None):
         self.images = images
+        self.identities = identities or {}
         self.loaded = 0
 
     def load_images(self, split, records):
         self.loaded += len(records)
         return [self.images[r.filename].copy() for r in records]
+
+    def identity(self, split, filename):
+        return self.identities.get(filename)
 
 
 def make_records(n: int) -> list[Record]:
@@ -80,6 +85,42 @@ def test_second_pass_reads_everything_from_disk(tiny, tmp_path, data):
     cache = cache_of(fresh_model)
     assert len(cache.shards()) == 1 and (cache.dir / "key.json").is_file()
     assert cache.dir.parent == tmp_path
+
+
+def test_identified_images_are_found_without_reading_them_or_loading_the_backbone(tiny, tmp_path, data):
+    records = make_records(10)
+    data.identities = {f"f{i}.jpg": f"file:/photos/f{i}.jpg:size:mtime" for i in range(8)}  # two unidentified
+    first, _ = run(backbone(tiny, tmp_path), data, records)
+    assert len(list(cache_of(backbone(tiny, tmp_path)).dir.glob("alias-*.safetensors"))) == 1
+    fresh = backbone(tiny, tmp_path)
+    assert not fresh.loaded  # a frozen backbone reads its weights on first use
+    data.loaded = 0
+    second, stats = run(fresh, data, records)
+    assert (stats.cache_hits, stats.unread, stats.computed) == (10, 8, 0)
+    assert data.loaded == 2 and not fresh.loaded  # only the unidentified two were read; no forward, no weights
+    assert torch.equal(first, second)
+
+    data.identities["f3.jpg"] = "file:/photos/f3.jpg:size:new-mtime"  # the file changed: read and hashed again
+    data.images["f3.jpg"].putpixel((0, 0), (1, 2, 3))
+    data.loaded = 0
+    third, stats = run(fresh, data, records)
+    assert (stats.unread, stats.computed, data.loaded) == (7, 1, 3) and fresh.loaded
+    assert not torch.equal(third[3], first[3]) and torch.equal(third[:3], first[:3])
+
+
+def test_a_bad_alias_file_is_dropped_and_the_images_read_again(tiny, tmp_path, data, caplog):
+    records = make_records(4)
+    data.identities = {f"f{i}.jpg": f"id{i}" for i in range(4)}
+    expected, _ = run(backbone(tiny, tmp_path), data, records)
+    [aliases] = cache_of(backbone(tiny, tmp_path)).dir.glob("alias-*.safetensors")
+    raw = bytearray(aliases.read_bytes())
+    raw[-3] ^= 0xFF
+    aliases.write_bytes(bytes(raw))
+    data.loaded = 0
+    with caplog.at_level(logging.WARNING, logger="charfeat.features.cache"):
+        got, stats = run(backbone(tiny, tmp_path), data, records)
+    assert "dropping bad alias file" in caplog.text and not aliases.exists()
+    assert (stats.unread, stats.cache_hits, data.loaded) == (0, 4, 4) and torch.equal(got, expected)
 
 
 def test_subset_and_order_come_back_right(tiny, tmp_path, data):

@@ -149,6 +149,11 @@ class DataSource(ABC):
     def location(self, split: str, filename: str) -> str:
         """Where an image lives (a path or s3:// URL), for messages."""
 
+    def identity(self, split: str, filename: str) -> str | None:
+        """What identifies an image's bytes without reading them (a file's path, size and times; an S3
+        object's ETag), for the feature cache to find its feature by; None where only the bytes do."""
+        return None
+
     @abstractmethod
     def missing(self, split: str, filenames: list[str]) -> dict[str, str]:
         """{filename: why} for the files that cannot be found (or may not be read), found as cheaply

@@ -18,6 +18,16 @@ class LocalData(DataSource):
     def location(self, split: str, filename: str) -> str:
         return str(self.image_dir / filename)
 
+    def identity(self, split: str, filename: str) -> str | None:
+        """The resolved path with its inode, size, mtime and ctime: a rewrite, a copy over it or a
+        restore that keeps the old mtime (which still sets a new ctime) each changes it."""
+        path = (self.image_dir / filename).resolve()
+        try:
+            st = path.stat()
+        except OSError:
+            return None
+        return f"file:{path}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
+
     def missing(self, split: str, filenames: list[str]) -> dict[str, str]:
         folder = self.image_dir.resolve()
         missing = {}

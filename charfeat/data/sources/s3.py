@@ -139,6 +139,12 @@ class S3Data(DataSource):
     def location(self, split: str, filename: str) -> str:
         return f"s3://{self.bucket}/{self.key(split, filename)}"
 
+    def identity(self, split: str, filename: str) -> str | None:
+        """The object's endpoint, bucket, key and the ETag that the listing or a HEAD gave this run."""
+        key = self.key(split, filename)
+        etag = self._etags.get(key)
+        return f"s3:{self.endpoint_url or self.region}:{self.bucket}/{key}:{etag}" if etag else None
+
     def _listing(self, split: str) -> dict[str, str] | None:
         """{key: etag} under the split's prefix, listed once; None where listing is not allowed."""
         from botocore.exceptions import BotoCoreError, ClientError

@@ -74,7 +74,7 @@ class Qwen3VLBackbone(nn.Module):
 
             build_random_qwen3_vl(name_or_path, str(build_random))
         files = local_snapshot(str(name_or_path), revision)  # a directory; a hub model out of reach fails in seconds
-        from transformers import AutoModel
+        from transformers import AutoConfig
 
         from charfeat.models.backbone.processor import Qwen3VLImageTextProcessor
 
@@ -88,21 +88,47 @@ class Qwen3VLBackbone(nn.Module):
         self.dtype_name = dtype
         self.attn_implementation = attn_implementation
         self.feature_cache_dir = feature_cache
-        self.model = AutoModel.from_pretrained(
-            files, revision=revision, dtype=getattr(torch, dtype),
-            attn_implementation=None if attn_implementation is None else str(attn_implementation),
-        )
+        self.config = AutoConfig.from_pretrained(files, revision=revision)
         self.processor = Qwen3VLImageTextProcessor.from_pretrained(files, revision=revision)
         self._set_pixel_budget(min_pixels, max_pixels)
-        self.image_token_id = self.model.config.image_token_id
-        num_layers = self.model.config.text_config.num_hidden_layers
+        self.image_token_id = self.config.image_token_id
+        num_layers = self.config.text_config.num_hidden_layers
         if not -(num_layers + 1) <= layer <= num_layers:
             raise ValueError(f"layer={layer} is outside [-{num_layers + 1}, {num_layers}] for this model")
         if text != TextMode.none:
             log.warning("backbone.text=%s: the record's own text goes beside every train and val image; "
                         "free text (captions) may name the label", text)
+        self._device: torch.device | None = None  # where .to() put the backbone: the weights go there when loaded
+        self._unloaded = (files, (lora_r, lora_alpha, lora_dropout, lora_target_modules, gradient_checkpointing))
+        if not self.frozen:  # its parameters go to the optimizer now
+            self._load_model()
 
-        self._set_trainable(lora_r, lora_alpha, lora_dropout, lora_target_modules, gradient_checkpointing)
+    def _load_model(self) -> None:
+        """Read the weights (a frozen backbone's on first use: a run whose features are all cached,
+        such as a sweep's later jobs, never reads a multi-GB checkpoint)."""
+        from transformers import AutoModel
+
+        files, trainable = self.__dict__.pop("_unloaded")
+        if self.frozen:
+            log.info("backbone: loading the weights of %s (features to compute)", self.name_or_path)
+        self.model = AutoModel.from_pretrained(
+            files, revision=self.revision, dtype=getattr(torch, self.dtype_name),
+            attn_implementation=None if self.attn_implementation is None else str(self.attn_implementation),
+        )
+        self._set_trainable(*trainable)
+        if self._device is not None:
+            self.model.to(self._device)
+
+    def __getattr__(self, name: str):
+        if name == "model" and "_unloaded" in self.__dict__:
+            self._load_model()
+        return super().__getattr__(name)
+
+    def to(self, *args, **kwargs) -> "Qwen3VLBackbone":
+        device = torch._C._nn._parse_to(*args, **kwargs)[0]
+        if device is not None:
+            self._device = device
+        return super().to(*args, **kwargs)
 
     def _set_trainable(self, lora_r: int, lora_alpha: int, lora_dropout: float, lora_target_modules: str,
                        gradient_checkpointing: bool) -> None:
@@ -152,7 +178,11 @@ class Qwen3VLBackbone(nn.Module):
     @property
     def hidden_size(self) -> int:
         """Embedding width before any head: the text model's hidden size."""
-        return self.model.config.text_config.hidden_size
+        return self.config.text_config.hidden_size
+
+    @property
+    def loaded(self) -> bool:
+        return "_unloaded" not in self.__dict__
 
     @property
     def frozen(self) -> bool:
@@ -166,7 +196,7 @@ class Qwen3VLBackbone(nn.Module):
     def train(self, mode: bool = True) -> "Qwen3VLBackbone":
         """A frozen backbone stays in eval mode even when a parent module calls `.train()`."""
         super().train(mode)
-        if self.frozen:
+        if self.frozen and self.loaded:
             self.model.eval()
         return self
 

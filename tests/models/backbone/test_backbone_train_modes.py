@@ -34,6 +34,7 @@ def test_exactly_the_intended_parameters_train(tiny_path, mixed_images, mode):
     torch.manual_seed(0)
     backbone = tiny_backbone(tiny_path, train=mode)
     head = build(HeadConfig, out_dim=8, hidden_dim=None)(in_dim=backbone.hidden_size)
+    backbone.model  # noqa: B018 -- a frozen backbone reads its weights on first use: here, to compare them after
     before = {name: p.detach().clone() for name, p in backbone.named_parameters()}
     trainable = {name for name, p in backbone.named_parameters() if p.requires_grad}
     assert trainable == {name for name in before if intended(name, mode)}
