@@ -17,6 +17,8 @@ it is logged and the run goes on.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
@@ -76,6 +78,25 @@ def near_duplicates(val: np.ndarray, val_mirrored: np.ndarray, train: np.ndarray
     return sorted(pairs, key=lambda p: -p[2])
 
 
+# The pairs found for the same images (each split's image identities, in order) and threshold, in
+# this process: the jobs of a sweep run in one process read and fingerprint every image once.
+_PAIRS: dict[str, list[tuple[int, int, float]]] = {}
+
+
+def _duplicate_pairs(data, train: list[Record], val: list[Record], threshold: float) -> list[tuple[int, int, float]]:
+    identities = [data.identity(split, r.filename) for split, records in (("val", val), ("train", train))
+                  for r in records]
+    key = None
+    if None not in identities:
+        key = hashlib.sha256(json.dumps([len(val), threshold, identities]).encode()).hexdigest()
+        if key in _PAIRS:
+            return _PAIRS[key]
+    pairs = near_duplicates(*fingerprints(data, "val", val), fingerprints(data, "train", train)[0], threshold)
+    if key is not None:
+        _PAIRS[key] = pairs
+    return pairs
+
+
 @dataclass
 class LeakReport:
     """What `check_leakage` found: groups in both splits and near-duplicate pairs (val, train, cosine)."""
@@ -108,8 +129,7 @@ def check_leakage(data, records: dict[str, list[Record]], group_field: str | Non
     train, val = records["train"], records["val"]
     report = LeakReport(groups=shared_groups(train, val) if group_field else {})
     if duplicate_threshold is not None:
-        pairs = near_duplicates(*fingerprints(data, "val", val), fingerprints(data, "train", train)[0],
-                                duplicate_threshold)
+        pairs = _duplicate_pairs(data, train, val, duplicate_threshold)
         report.duplicates = [(data.location("val", val[i].filename), data.location("train", train[j].filename), c)
                              for i, j, c in pairs]
     if report:

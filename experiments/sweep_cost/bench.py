@@ -3,10 +3,12 @@
     .venv/bin/python experiments/sweep_cost/bench.py --jobs 4
     .venv/bin/python experiments/sweep_cost/bench.py --jobs 4 --launcher local   # a process per job
     .venv/bin/python experiments/sweep_cost/bench.py --jobs 4 --cache off -- backbone=qwen3_vl_2b data=local data.root=...
+    .venv/bin/python experiments/sweep_cost/bench.py --sweep head=mlp,linear loss.margin=0.1,0.2,0.3,0.4 --cache on -- backbone=small
 
 Every measurement is `python -m charfeat.train` in a subprocess, timed from start to exit (so
-imports count, once per process). A sweep is `-m loss.margin=<N values>`; the jobs differ only in
-the head's loss, so a frozen backbone's features are the same for all of them. The cache switch is
+imports count, once per process). A sweep is `-m loss.margin=<N values>`, or the grid given with
+`--sweep`; the jobs differ only in the head and its loss, so a frozen backbone's features are the
+same for all of them. The cache switch is
 the override `backbone.feature_cache`: `null` (off) or a fresh, empty directory per measurement
 (on: the first job of a sweep fills it, the others read it). A one-off warm-up builds the tiny model
 and the sample set first, untimed. Arguments after `--` go to every run. Each cell is timed
@@ -49,7 +51,8 @@ def has_trainer_plots() -> bool:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--jobs", type=int, default=4, help="jobs in the sweep (N)")
+    parser.add_argument("--jobs", type=int, default=4, help="jobs in the sweep (N margins)")
+    parser.add_argument("--sweep", nargs="+", help="the sweep's overrides instead, e.g. head=mlp,linear loss.margin=0.1,0.2")
     parser.add_argument("--cache", choices=["off", "on", "both"], default="both")
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3, help="each measurement's minimum over this many runs")
@@ -65,6 +68,10 @@ def main() -> None:
     if has_trainer_plots():
         common.append("trainer.plots=false")  # t-SNE/neighbour PNGs are per-job work a cache cannot save
     margins = ",".join(f"{0.1 + 0.4 * i / max(args.jobs - 1, 1):.3f}" for i in range(args.jobs))
+    grid = args.sweep or [f"loss.margin={margins}"]
+    jobs = 1
+    for override in grid:
+        jobs *= len(override.split("=", 1)[1].split(","))
     launcher = ([f"hydra/launcher={args.launcher}", f"hydra.sweeper.max_batch_size={args.parallel}"]
                 if args.launcher else [])
 
@@ -81,19 +88,19 @@ def main() -> None:
                 if kind == "one run":
                     cmd = [*common, cache, f"hydra.run.dir={work / label}"]
                 else:
-                    cmd = ["-m", *launcher, f"loss.margin={margins}", *common, cache, f"hydra.sweep.dir={work / label}"]
+                    cmd = ["-m", *launcher, *grid, *common, cache, f"hydra.sweep.dir={work / label}"]
                 times[(mode, kind)].append(run(cmd, work, env))
                 wall, cpu = times[(mode, kind)][-1]
                 print(f"  repeat {repeat}: cache {mode:<3} {kind:<7} wall {wall:6.1f} s  cpu {cpu:6.1f} s", flush=True)
 
     best = {key: (min(w for w, _ in runs), min(c for _, c in runs)) for key, runs in times.items()}
-    print(f"\n{args.jobs} jobs, epochs={args.epochs}, minimum of {args.repeats} runs each; overrides: "
+    print(f"\n{jobs} jobs ({' '.join(grid)}), epochs={args.epochs}, minimum of {args.repeats} runs each; overrides: "
           f"{' '.join(common)}; " + (' '.join(launcher) if args.launcher else "basic launcher (jobs in one process)"))
     print(f"{'cache':<6}{'one run wall':>14}{'sweep wall':>12}{'ratio':>7}{'one run cpu':>13}{'sweep cpu':>11}{'ratio':>7}")
     for mode in modes:
         (w1, c1), (wn, cn) = best[(mode, "one run")], best[(mode, "sweep")]
         print(f"{mode:<6}{w1:>13.1f}s{wn:>11.1f}s{wn / w1:>7.2f}{c1:>12.1f}s{cn:>10.1f}s{cn / c1:>7.2f}")
-    print(f"(a run's whole cost paid for every job would be a ratio of {args.jobs})")
+    print(f"(a run's whole cost paid for every job would be a ratio of {jobs})")
     if len(modes) == 2:
         print(f"sweep with cache / without: wall {best[('on', 'sweep')][0] / best[('off', 'sweep')][0]:.2f}, "
               f"cpu {best[('on', 'sweep')][1] / best[('off', 'sweep')][1]:.2f}")

@@ -180,3 +180,35 @@ def test_train_end_to_end_from_s3_uploaded_with_the_upload_command(moto_server, 
         for path in run_dir.rglob("*"):
             if path.is_file():
                 assert secret.encode() not in path.read_bytes(), path
+
+
+def test_a_second_run_finds_every_feature_by_etag_without_a_get(moto_server, small_sample, uploaded, make_proxy,
+                                                                compose_cfg, tmp_path):
+    """The jobs of a sweep: the first reads every object; the next finds each image's feature by its
+    key and ETag (from the listing), its up-front checks by the same identity, and sends no GET.
+    An object uploaded again with other bytes (a new ETag) is read again."""
+    from charfeat.train import train
+
+    proxy = make_proxy(fault_rate=0.0)
+    cfg = ("data=s3", f"data.bucket={BUCKET}", f"data.prefix={uploaded}", f"data.root={small_sample}",
+           f"data.endpoint_url={proxy.url}", "data.cache_dir=null", "logger=none", "trainer.epochs=1",
+           "sampler.p=4", "sampler.k=4", "trainer.plots=false", "data.verify_images=header",
+           f"backbone.feature_cache={tmp_path / 'features'}")
+    gets = lambda: [key for method, key, _ in proxy.requests if method == "GET" and key]  # noqa: E731
+    first = train(compose_cfg(*cfg))
+    assert len(set(gets())) == 48
+    proxy.requests.clear()
+    second = train(compose_cfg(*cfg))
+    assert second["trained"] == first["trained"]
+    suspects = [json.loads(line) for line in (tmp_path / "run" / "suspects.jsonl").read_text().splitlines()]
+    shown = {uploaded + n["filename"] for s in suspects for n in [s, *s["neighbours"]]}
+    assert set(gets()) <= shown  # only report.html's thumbnails of suspects and their neighbours
+
+    name = json.loads((small_sample / "train.jsonl").read_text().splitlines()[0])["image_filename"]
+    image = Image.open(small_sample / "images" / name).rotate(90)
+    body = __import__("io").BytesIO()
+    image.save(body, "JPEG", quality=90)
+    moto_server.client().put_object(Bucket=BUCKET, Key=uploaded + name, Body=body.getvalue())
+    proxy.requests.clear()
+    train(compose_cfg(*cfg))
+    assert uploaded + name in gets()  # (and the duplicate check, whose images changed, reads them all again)

@@ -174,3 +174,29 @@ def test_a_threshold_that_is_no_cosine_is_a_config_error(image_set):
     data = local_data(root)
     with pytest.raises(ConfigError, match="data.duplicate_threshold must be a cosine"):
         check_leakage(data, {split: data.records(split) for split in rows}, None, OnLeak.error, 1.5)
+
+
+def test_unchanged_images_are_read_once_per_process_and_a_changed_one_again(image_set, monkeypatch):
+    """A sweep's jobs check the same images: the up-front check and the duplicate search read each
+    image once; an image rewritten since (new identity) is read again."""
+    root, rows = image_set
+    shutil.copy(root / "images" / "r0.jpg", root / "images" / "copy.jpg")
+    rows["val"].append({"id": "copy", "image_filename": "copy.jpg", "image_metadata": {"fashion_style": "Casual_Basic"}})
+    for split in rows:
+        write_jsonl(root / f"{split}.jsonl", rows[split])
+    reads = []
+
+    def job():
+        data = local_data(root, verify_images="full")
+        fetch = data.fetch
+        monkeypatch.setattr(data, "fetch", lambda split, names: reads.extend(names) or fetch(split, names))
+        records = {split: data.records(split) for split in rows}
+        return check_leakage(data, records, None, OnLeak.warn, 0.97)
+
+    first = job()
+    assert len(reads) == 2 * 13  # checked, then fingerprinted
+    reads.clear()
+    assert job().duplicates == first.duplicates and len(first.duplicates) == 1 and reads == []
+    Image.open(root / "images" / "r5.jpg").rotate(90).save(root / "images" / "r5.jpg", quality=92)
+    job()
+    assert reads.count("r5.jpg") == 2 and len(reads) == 1 + 13  # its check, then every fingerprint again

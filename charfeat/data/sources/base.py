@@ -33,6 +33,9 @@ NO_METADATA = dict(train_jsonl="", val_jsonl=None, label_field=None, on_bad_reco
                    group_field=None, on_leak=OnLeak.error, duplicate_threshold=None,
                    verify_images=VerifyImages.none)
 CHECK_CHUNK = 64  # images fetched at once by the up-front check: bounds the encoded bytes in memory
+# What data.verify_images found for each image identity (and check settings) in this process: the
+# jobs of a sweep run in one process read each image for it once.
+_VERIFIED: dict[tuple, str | None] = {}
 log = logging.getLogger(__name__)
 
 
@@ -135,19 +138,21 @@ class DataSource(ABC):
         return [r for r in records if r.filename not in failed]
 
     def _verify(self, split: str, filenames: list[str]) -> dict[str, str]:
-        """{filename: why} for the images that fail ``data.verify_images``; decoded pixels are dropped at once."""
+        """{filename: why} for the images that fail ``data.verify_images``; decoded pixels are dropped at once.
+        An image that this process checked before, unchanged (the same identity), is not read again."""
         check = functools.partial(verify, level=self.verify_images, max_pixels=self.max_image_pixels)
-        failed = {}
-        for start in range(0, len(filenames), CHECK_CHUNK):
-            names = filenames[start:start + CHECK_CHUNK]
+        keys = {name: (identity, self.verify_images, self.max_image_pixels)
+                for name in filenames if (identity := self.identity(split, name)) is not None}
+        reasons = {name: _VERIFIED[keys[name]] for name in filenames if keys.get(name) in _VERIFIED}
+        todo = [name for name in filenames if name not in reasons]
+        for start in range(0, len(todo), CHECK_CHUNK):
+            names = todo[start:start + CHECK_CHUNK]
             blobs = self.fetch(split, names)
-            reasons = self.map(lambda blob: blob if isinstance(blob, str) else check(blob), blobs)
-            failed.update({name: reason for name, reason in zip(names, reasons) if reason})
-        return failed
-
-    @abstractmethod
-    def location(self, split: str, filename: str) -> str:
-        """Where an image lives (a path or s3:// URL), for messages."""
+            for name, blob, reason in zip(names, blobs, self.map(lambda b: b if isinstance(b, str) else check(b), blobs)):
+                reasons[name] = reason
+                if name in keys and not isinstance(blob, str):  # a failed fetch is tried again next time
+                    _VERIFIED[keys[name]] = reason
+        return {name: reasons[name] for name in filenames if reasons[name]}
 
     def identity(self, split: str, filename: str) -> str | None:
         """What identifies an image's bytes without reading them (a file's path, size and times; an S3
