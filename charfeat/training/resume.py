@@ -87,7 +87,7 @@ def resumed_config(cfg: DictConfig, overrides: list[str], saved: dict, ckpt_path
     rest is kept from the checkpoint, so resuming does not quietly change a run's settings."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    merged = OmegaConf.create(saved)
+    merged = OmegaConf.create(with_new_keys(saved, OmegaConf.to_container(cfg, resolve=False)))
     parsed = OverridesParser.create().parse_overrides(overrides)
     unchanged = []
     with config_repository(searchpath(parsed)) as repository:
@@ -110,6 +110,22 @@ def resumed_config(cfg: DictConfig, overrides: list[str], saved: dict, ckpt_path
         if not change.startswith(RUN_LOCAL_KEYS):
             log.info("resume: the command line wins: %s", change)
     return merged
+
+
+def with_new_keys(saved: dict, current: dict, prefix: str = "") -> dict:
+    """``saved`` plus the keys charfeat added to a node's schema since the checkpoint was written, at
+    this run's values (its defaults unless the command line sets them); a node is the same node when it
+    builds the same ``_target_`` (a group option the checkpoint did not choose adds nothing)."""
+    out = dict(saved)
+    if isinstance(saved.get("_target_"), str) and saved.get("_target_") != current.get("_target_"):
+        return out
+    for key, value in current.items():
+        if key not in saved:
+            out[key] = value
+            log.info("resume: %s%s is not in the checkpoint's config (a key added since): %r", prefix, key, value)
+        elif isinstance(saved[key], dict) and isinstance(value, dict):
+            out[key] = with_new_keys(saved[key], value, f"{prefix}{key}.")
+    return out
 
 
 def path_is_run_local(paths: list[str]) -> bool:

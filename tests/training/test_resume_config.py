@@ -85,3 +85,19 @@ def test_an_override_that_cannot_be_applied_is_refused_by_name(resume):
     with pytest.raises(ConfigError, match=r"ckpt_path=last.pt: the override 'head@_global_=linear' cannot be "
                                           r"applied on resume: it puts head at the top level of the config"):
         resumed_config(composed(), ["head@_global_=linear"], saved, "last.pt")
+
+
+def test_a_key_added_to_a_schema_since_the_checkpoint_takes_this_runs_value(caplog):
+    """A checkpoint written before trainer.eval_every existed resumes with the default (or the command
+    line's value); a group option the checkpoint did not choose adds none of its keys."""
+    GlobalHydra.instance().clear()
+    with initialize_config_module(config_module="charfeat.conf", version_base="1.3"):
+        saved = OmegaConf.to_container(composed("head=linear"), resolve=True, enum_to_str=True)
+        del saved["trainer"]["eval_every"], saved["trainer"]["eval_max_queries"]
+        with caplog.at_level("INFO"):
+            cfg = resumed_config(composed("trainer.eval_max_queries=50"), ["trainer.eval_max_queries=50"], saved,
+                                 "run/checkpoints/last.pt")
+    GlobalHydra.instance().clear()
+    assert cfg.trainer.eval_every == 1 and cfg.trainer.eval_max_queries == 50
+    assert "resume: trainer.eval_every is not in the checkpoint's config (a key added since): 1" in caplog.text
+    assert set(cfg.head) == set(saved["head"])  # the linear head of the checkpoint: no key of the default mlp's
