@@ -68,6 +68,14 @@ class TextMode(Choice):
     text_input = auto()  # style, features, vibe and caption, without the label's clause
 
 
+class InputFormat(Choice):  # how an image (and its record text) is put to the model
+    # one user turn [image, record text?, backbone.prompt] and no generation prompt: for the Instruct models
+    chat = auto()
+    # Qwen3-VL-Embedding's own: a system turn holding backbone.instruction, a user turn [image, record text?],
+    # then the generation prompt <|im_start|>assistant\n, whose last token the model was trained to pool
+    embedding = auto()
+
+
 class Pooling(Choice):
     mean = auto()  # attention-masked mean of all real tokens
     last = auto()  # the last real token: Qwen3-VL-Embedding's native mode
@@ -264,10 +272,17 @@ class BackboneConfig:
     _target_: str = "charfeat.models.backbone.model.Qwen3VLBackbone"
     name_or_path: str = MISSING  # hub id or local directory
     revision: Optional[str] = None  # hub branch, tag or commit; null = main
-    prompt: str = "Describe this person's appearance."  # the text after the image in the chat turn
+    format: InputFormat = InputFormat.chat  # the input's turns: chat (Instruct models) or embedding (Qwen's own)
+    prompt: str = "Describe this person's appearance."  # with format=chat: the text after the image in the user turn
+    # with format=embedding: the system turn; stripped, a final "." added if it ends without punctuation, as Qwen does
+    instruction: str = "Represent the user's input."
     text: TextMode = TextMode.none  # the record's own text beside the image
     pooling: Pooling = Pooling.mean  # how one hidden layer becomes one vector per image
     layer: int = -1  # hidden_states index: -1 = last layer after the final norm, 0 = embeddings
+    # Matryoshka: the head takes the pooled feature's first embed_dim values, L2-normalised; null: the whole feature
+    # embed_dim is at most the model's hidden size (Qwen3-VL-Embedding is trained for such cuts). With
+    # format=embedding the whole feature is L2-normalised too, as Qwen publishes it.
+    embed_dim: Optional[int] = None
     train: TrainMode = TrainMode.frozen  # what of the backbone trains
     lora_r: int = 16  # with train=lora: the adapters' rank
     lora_alpha: int = 32  # with train=lora: the adapters' scale is alpha / r
@@ -290,7 +305,7 @@ class BackboneConfig:
 @dataclass
 class HeadConfig:
     _target_: str = "charfeat.models.head.ProjectionHead"
-    _partial_: bool = True  # in_dim is the backbone's hidden size, known once it is loaded
+    _partial_: bool = True  # in_dim is the backbone's feature_dim (embed_dim or hidden size), known once built
     hidden_dim: Optional[int] = 512  # null: one Linear layer
     out_dim: int = 128  # the embedding's width
     dropout: float = 0.1  # before the last Linear layer
@@ -637,11 +652,16 @@ def backbone_problems(backbone) -> list[str]:
     """Rules across backbone keys; the layer and pixel budget against the model's own files if at hand."""
     problem = float16_training_problem(backbone.dtype, backbone.train)
     problems = [problem] if problem else []
+    if problem := instruction_problem(backbone.format, backbone.instruction):
+        problems.append(problem)
     config = model_file(backbone.name_or_path, backbone.revision, "config.json")
-    layers = (config or {}).get("text_config", {}).get("num_hidden_layers")
+    text_config = (config or {}).get("text_config", {})
+    layers = text_config.get("num_hidden_layers")
     if layers is not None and not -(layers + 1) <= backbone.layer <= layers:
         problems.append(f"backbone.layer={backbone.layer}: must be in [-{layers + 1}, {layers}] for "
                         f"{backbone.name_or_path} ({layers} layers)")
+    if problem := embed_dim_problem(backbone.embed_dim, text_config.get("hidden_size"), backbone.name_or_path):
+        problems.append(problem)
     size = processor_pixels(backbone.name_or_path, backbone.revision)
     low = backbone.min_pixels if backbone.min_pixels is not None else size.get("shortest_edge")
     high = backbone.max_pixels if backbone.max_pixels is not None else size.get("longest_edge")
@@ -656,6 +676,23 @@ def processor_pixels(name_or_path: str, revision: Optional[str]) -> dict:
     pre = model_file(name_or_path, revision, "preprocessor_config.json") or {}
     proc = (model_file(name_or_path, revision, "processor_config.json") or {}).get("image_processor") or {}
     return pre.get("size") or proc.get("size") or {}
+
+
+def instruction_problem(input_format: str, instruction: str) -> Optional[str]:
+    if str(input_format) == InputFormat.embedding and not instruction.strip():
+        return ("backbone.instruction is empty: backbone.format=embedding puts it in the system turn; give the task "
+                "the embedding serves (default: \"Represent the user's input.\")")
+    return None
+
+
+def embed_dim_problem(embed_dim: Optional[int], hidden_size: Optional[int], name_or_path: str) -> Optional[str]:
+    """``backbone.embed_dim``: >= 1 and, where the model's hidden size is known, at most that."""
+    if embed_dim is None or (embed_dim >= 1 and (hidden_size is None or embed_dim <= hidden_size)):
+        return None
+    if hidden_size is None:
+        return f"backbone.embed_dim={embed_dim}: must be >= 1 or null (null: the whole feature)"
+    return (f"backbone.embed_dim={embed_dim}: must be in [1, {hidden_size}], {hidden_size} being the hidden size "
+            f"of {name_or_path} (null: the whole feature)")
 
 
 def float16_training_problem(dtype: str, train: str) -> Optional[str]:

@@ -25,12 +25,13 @@ log = logging.getLogger(__name__)
 
 def embed_rows(checkpoint: str, saved: dict, data, split: str, records: list, batch_size: int | None,
                device: "torch.device") -> tuple[dict[str, "torch.Tensor"], dict[str, int]]:
-    """({"model": embeddings, "backbone": pooled features}, label map) of ``records``.
+    """({"model": embeddings, "backbone": the backbone's features}, label map) of ``records``.
 
     A frozen backbone is the raw one: its features (through the feature cache) feed the head. A
     trained one is not, so the raw backbone is built again from the checkpoint's config for its row."""
     from hydra.utils import instantiate
 
+    from charfeat.config import with_schema_defaults
     from charfeat.features.extract import FeatureExtractor
     from charfeat.inference import embed_features, load_model
 
@@ -42,7 +43,7 @@ def embed_rows(checkpoint: str, saved: dict, data, split: str, records: list, ba
     model = FeatureExtractor(backbone, batch_size, device).extract(data, split, records, then=head)
     del backbone
     log.info("backbone row: the raw %s, without its trained weights", config["backbone"]["name_or_path"])
-    raw = instantiate(config["backbone"]).to(device).eval()
+    raw = instantiate(with_schema_defaults(config, "backbone")).to(device).eval()
     return {"model": model, "backbone": FeatureExtractor(raw, batch_size, device).extract(data, split, records)}, \
         label_map
 

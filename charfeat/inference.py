@@ -18,7 +18,7 @@ import torch
 from hydra.utils import instantiate
 from torch import nn
 
-from charfeat.config import TextMode
+from charfeat.config import TextMode, with_schema_defaults
 from charfeat.data.images import decode
 from charfeat.data.records import Record
 from charfeat.data.sources.base import DataSource
@@ -41,7 +41,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu",
 
     The checkpoint is read as plain data (nothing in it can run code) and its config may build only
     allowed classes (``charfeat.training.checkpoint``). The backbone and head are instantiated from
-    that ``config`` (the head with ``in_dim = backbone.hidden_size``, as in training); the head's
+    that ``config`` (the head with ``in_dim = backbone.feature_dim``, as in training); the head's
     state is loaded strictly, and the saved backbone parameters must be exactly the backbone's
     trainable ones. ``checkpoint``: the file's contents when the caller has read it already.
     """
@@ -49,8 +49,8 @@ def load_model(path: str | Path, device: str | torch.device = "cpu",
     config = checkpoint["config"]
     log.info("checkpoint %s: backbone %s (%s)", path, config["backbone"]["name_or_path"],
              config["backbone"].get("train", "frozen"))
-    backbone = instantiate(config["backbone"])
-    head = instantiate(config["head"], _partial_=False, in_dim=backbone.hidden_size)
+    backbone = instantiate(with_schema_defaults(config, "backbone"))  # keys added since it was saved: defaults
+    head = instantiate(config["head"], _partial_=False, in_dim=backbone.feature_dim)
     head.load_state_dict(checkpoint["head"])
     try:
         backbone.load_trainable_state_dict(checkpoint["backbone_trainable"])
@@ -94,8 +94,6 @@ def embed_split(checkpoint: str | Path, data_cfg, split: str, batch_size: int | 
     size, when None, is the checkpoint's ``trainer.embed_batch_size``. A source without metadata
     (a bare folder or prefix) has no splits: each is every image, so ``all`` embeds them once.
     """
-    from charfeat.config import with_schema_defaults
-
     backbone, head, label_map, config = load_model(checkpoint, device)
     log.info("data: %s (%s), split %s", (data_cfg or config["data"])["_target_"],
              "from the command line" if data_cfg is not None else "saved in the checkpoint", split)

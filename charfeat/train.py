@@ -100,7 +100,7 @@ def build_trainer(cfg: DictConfig, data, output_dir: Path, rank: int, world_size
     log.info("backbone: %s (%s)", cfg.backbone.name_or_path, cfg.backbone.train)
     with distributed.main_process_first():
         backbone = instantiate(cfg.backbone).to(device)
-    head = instantiate(cfg.head)(in_dim=backbone.hidden_size).to(device)
+    head = instantiate(cfg.head)(in_dim=backbone.feature_dim).to(device)
     return Trainer(tc, data=data, records=records, label_map=label_map, sampler=sampler, backbone=backbone,
                    head=head, loss_fn=loss_fn.to(device), make_optimizer=instantiate(cfg.optim),
                    tracker=start_tracker(cfg, output_dir, rank == 0), output_dir=output_dir,

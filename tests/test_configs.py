@@ -100,6 +100,17 @@ def test_used_by_overrides(compose_cfg):
     assert cfg.logger.mode == "offline"
 
 
+@pytest.mark.parametrize("size", ["2b", "8b"])
+def test_the_embedding_backbones_select_their_own_format(compose_cfg, size):
+    cfg = compose_cfg(f"backbone=qwen3_vl_embedding_{size}")
+    assert (cfg.backbone.format, cfg.backbone.pooling) == ("embedding", "last")
+    assert cfg.backbone.instruction == "Represent the user's input." and cfg.backbone.embed_dim is None
+    assert compose_cfg("backbone.embed_dim=64").backbone.embed_dim == 64
+    cfg = compose_cfg(f"backbone=qwen3_vl_embedding_{size}", "backbone.embed_dim=1024",
+                      "backbone.instruction=Represent the clothing style.")
+    assert (cfg.backbone.embed_dim, cfg.backbone.instruction) == (1024, "Represent the clothing style.")
+
+
 def test_logger_none_disables_tracking(compose_cfg):
     assert compose_cfg("logger=none").logger is None
 
@@ -174,6 +185,7 @@ def test_choices_are_typed_as_users_type_them_and_print_plainly():
 
 @pytest.mark.parametrize(("overrides", "key", "allowed"), [
     (["backbone.pooling=cls"], "backbone.pooling", "mean, last, vision"),
+    (["backbone.format=plain"], "backbone.format", "chat, embedding"),
     (["backbone.train=qlora"], "backbone.train", "frozen, lora, vision, full"),
     (["backbone.text=ocr"], "backbone.text", "none, caption, text_input"),
     (["backbone.dtype=float64"], "backbone.dtype", "float32, bfloat16, float16"),

@@ -12,6 +12,10 @@ fetch, no decode and no hash, and the backbone's weights are read only when some
 
 charfeat has no image augmentation: a frozen backbone sees each image exactly as stored, which is
 what makes one cached feature per image valid. Augmentation would need per-view keys or no cache.
+
+The cache holds the backbone's pooled features (`Qwen3VLBackbone.pool`); every feature leaves
+here through `Qwen3VLBackbone.finish` (a Matryoshka cut to ``backbone.embed_dim``, L2
+normalisation), so one extraction serves every ``embed_dim``.
 """
 
 from __future__ import annotations
@@ -73,7 +77,7 @@ class FeatureExtractor:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.backbone, self.batch_size, self.device = backbone, batch_size, device
         self.cache = None
-        if backbone.frozen and backbone.feature_cache_dir is not None:
+        if backbone.frozen and backbone.feature_cache_dir is not None:  # pooled features, before `finish`
             self.cache = FeatureCache(backbone.feature_cache_dir, backbone.feature_fingerprint(),
                                       dim=backbone.hidden_size)
 
@@ -81,7 +85,7 @@ class FeatureExtractor:
         return [record_text(r, self.backbone.text) for r in records]
 
     def forward(self, images: list, texts: list[str | None], stats: ExtractionStats | None = None) -> torch.Tensor:
-        """Images and their texts -> backbone features [B, hidden] on the device."""
+        """Images and their texts -> pooled backbone features [B, hidden_size] on the device (what the cache holds)."""
         inputs = self.backbone.preprocess(images, texts)
         if stats is not None:
             mask = inputs["attention_mask"]
@@ -89,17 +93,18 @@ class FeatureExtractor:
             stats.tokens += mask.numel()
             stats.padding_tokens += int((mask == 0).sum())
             stats.batch_padding.append(float((mask == 0).sum()) / mask.numel())
-        return self.backbone(**{name: value.to(self.device) for name, value in inputs.items()})
+        return self.backbone.pool(**{name: value.to(self.device) for name, value in inputs.items()})
 
     def encode(self, data: DataSource, split: str, records: list[Record]) -> torch.Tensor:
-        """One batch of records -> backbone features [B, hidden] on the device (gradients as the backbone allows)."""
-        return self.forward(data.load_images(split, records), self.texts(records))
+        """One batch of records -> backbone features [B, feature_dim] on the device (gradients as the
+        backbone allows)."""
+        return self.backbone.finish(self.forward(data.load_images(split, records), self.texts(records)))
 
     @torch.no_grad()
     def extract(self, data: DataSource, split: str, records: list[Record],
                 then: Callable[[torch.Tensor], torch.Tensor] = lambda x: x,
                 stats: ExtractionStats | None = None) -> torch.Tensor:
-        """Features (or ``then(features)``) of every record, in order, gathered on the CPU.
+        """Features [N, feature_dim] (or ``then(features)``) of every record, in order, gathered on the CPU.
 
         Records are read in windows (`windows`) of at most 8 batches and `WINDOW_BYTES` of decoded
         pixels; within a window, the images not in the feature cache are sorted by sequence length
@@ -124,7 +129,8 @@ class FeatureExtractor:
             log.info("features %s: %d images, %d from the cache (%s; %d without reading the image), %d computed",
                      split, stats.images, stats.cache_hits, self.cache.dir, stats.unread, stats.computed)
         features = torch.stack(out)
-        return torch.cat([then(chunk.to(self.device)).float().cpu() for chunk in features.split(self.batch_size)])
+        return torch.cat([then(self.backbone.finish(chunk.to(self.device))).float().cpu()
+                          for chunk in features.split(self.batch_size)])
 
     def _found_by_alias(self, data: DataSource, split: str, records: list[Record], out: list,
                         stats: ExtractionStats) -> list[bytes | None]:

@@ -16,8 +16,9 @@ class ProjectionHead(nn.Module):
     statistics (on CPU torch has no SyncBatchNorm), and the running statistics are averaged over
     the processes before every evaluation, so every rank evaluates and saves the same model; a
     multi-process run that must match a single-process one step for step uses ``input_norm="none"``.
-    ``in_dim`` is the backbone's hidden size, known only once it is loaded (``_partial_``); the other
-    arguments are the ``head`` config group's (``charfeat.config.HeadConfig``).
+    ``in_dim`` is the backbone's ``feature_dim`` (``backbone.embed_dim`` or its hidden size), known
+    only once it is built (``_partial_``); the other arguments are the ``head`` config group's
+    (``charfeat.config.HeadConfig``).
     """
 
     def __init__(self, in_dim: int, out_dim: int, hidden_dim: int | None, dropout: float, input_norm: InputNorm):

@@ -76,7 +76,7 @@ def test_second_pass_reads_everything_from_disk(tiny, tmp_path, data):
     first, stats = run(backbone(tiny, tmp_path), data, records)
     assert (stats.computed, stats.cache_hits) == (10, 0)
     fresh_model = backbone(tiny, tmp_path)  # another run: nothing in memory
-    fresh_model.forward = None  # the backbone must not run at all
+    fresh_model.pool = None  # the model must not run at all
     second, stats = run(fresh_model, data, records, batch_size=4)
     assert (stats.computed, stats.cache_hits, stats.batches) == (0, 10, 0)
     assert torch.equal(first, second)
@@ -133,13 +133,48 @@ def test_subset_and_order_come_back_right(tiny, tmp_path, data):
 
 
 @pytest.mark.parametrize("change", [{"prompt": "Describe the outfit."}, {"pooling": "last"}, {"layer": 1},
-                                    {"max_pixels": 64 * 64}, {"text": "caption"}, {"attn_implementation": "eager"}])
+                                    {"max_pixels": 64 * 64}, {"text": "caption"}, {"attn_implementation": "eager"},
+                                    {"format": "embedding"}])
 def test_any_key_change_recomputes(tiny, tmp_path, data, change):
     records = make_records(4)
     run(backbone(tiny, tmp_path), data, records)
     _, stats = run(backbone(tiny, tmp_path, **change), data, records)
     assert stats.computed == 4
     assert len(list(tmp_path.iterdir())) == 2  # one directory per configuration
+
+
+def test_the_embedding_formats_cache_key_holds_its_instruction(tiny, tmp_path, data):
+    records = make_records(4)
+    embedding = {"format": "embedding", "pooling": "last"}
+    first, stats = run(backbone(tiny, tmp_path, **embedding), data, records)
+    assert stats.computed == 4
+    _, stats = run(backbone(tiny, tmp_path, **embedding, instruction="Represent the user's input"), data, records)
+    assert stats.computed == 0  # rendered the same: "." added
+    other, stats = run(backbone(tiny, tmp_path, **embedding, instruction="Represent the clothing style."), data,
+                       records)
+    assert stats.computed == 4 and not torch.allclose(first, other)
+    assert len(list(tmp_path.iterdir())) == 2
+
+
+def test_the_chat_formats_cache_key_is_the_one_from_before_formats(tiny):
+    """Features cached before backbone.format existed stay valid: the chat format's key has the same entries."""
+    fingerprint = backbone(tiny, None).feature_fingerprint()
+    assert set(fingerprint) == {"feature_code", "torch", "model", "revision", "prompt", "text", "pixels", "pooling",
+                                "layer", "dtype", "attn_implementation", "transformers"}
+    assert backbone(tiny, None, instruction="Not rendered.", embed_dim=8).feature_fingerprint() == fingerprint
+
+
+def test_embed_dim_is_cut_from_the_cached_pooled_features(tiny, tmp_path, data):
+    """The cache holds pooled features: a run with another embed_dim reuses them, cut and normalised."""
+    records = make_records(6)
+    full, _ = run(backbone(tiny, tmp_path, format="embedding", pooling="last"), data, records)
+    model = backbone(tiny, tmp_path, format="embedding", pooling="last", embed_dim=32)
+    model.pool = None  # the model must not run: every feature is in the cache
+    cut, stats = run(model, data, records)
+    assert stats.computed == 0 and cut.shape == (6, 32) and cache_of(model).dim == 128
+    torch.testing.assert_close(cut.norm(dim=1), torch.ones(6))
+    torch.testing.assert_close(cut, torch.nn.functional.normalize(full[:, :32], dim=1))
+    assert not model.loaded
 
 
 def test_new_weights_or_new_pixels_recompute(tiny, tmp_path, data):
@@ -185,15 +220,15 @@ def test_interrupted_run_keeps_finished_shards(tiny, tmp_path, data, monkeypatch
     extractor = FeatureExtractor(model, 3, CPU)
     extractor.cache.flush_every = 3
     calls = {"n": 0}
-    real_forward = model.forward
+    real_pool = model.pool  # what extraction runs (and caches)
 
     def dies_on_third_batch(**inputs):
         calls["n"] += 1
         if calls["n"] == 3:
             raise KeyboardInterrupt
-        return real_forward(**inputs)
+        return real_pool(**inputs)
 
-    model.forward = dies_on_third_batch
+    model.pool = dies_on_third_batch
     with pytest.raises(KeyboardInterrupt):
         run(model, data, records, extractor=extractor)
     (extractor.cache.dir / ".shard-x.safetensors.tmp").write_bytes(b"half a shard")  # a killed write

@@ -28,6 +28,9 @@ BAD = [
     ("backbone.max_pixels=1000", "backbone.min_pixels=4096 exceeds backbone.max_pixels=1000 (null: the processor's)"),
     ("trainer.device=gpu", "trainer.device=gpu: expected auto, cpu, cuda or cuda:N"),
     ("backbone.dtype=float16 backbone.train=full", "float16 training needs loss scaling"),
+    ("backbone.embed_dim=129", "backbone.embed_dim=129: must be in [1, 128], 128 being the hidden size of"),  # tiny
+    ("backbone.embed_dim=0", "backbone.embed_dim=0: must be in [1, 128]"),
+    ("backbone.format=embedding backbone.instruction=''", "backbone.instruction is empty"),
     ("loss=arcface loss.lr=0", "loss.lr=0.0: must be > 0"),
 ]
 

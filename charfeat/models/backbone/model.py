@@ -1,7 +1,9 @@
 """Qwen3-VL as a frozen or trainable image-embedding backbone.
 
-One image (plus, optionally, the record's own text) and a fixed prompt go through the chat
-template; one hidden layer of the language model is pooled into one vector per image. The model
+One image (plus, optionally, the record's own text) goes through the chat template in one of two
+formats (`backbone.format`): ``chat``, a user turn with a fixed prompt after the image, or
+``embedding``, Qwen3-VL-Embedding's own (an instruction in the system turn, then the generation
+prompt); one hidden layer of the language model is pooled into one vector per image. The model
 is loaded as `Qwen3VLModel` (AutoModel), which has no LM head, so vocabulary logits are never
 computed. Pooling always honours the attention mask, so an image's embedding does not depend on
 the other images in its batch, their sizes or the length of their texts.
@@ -10,13 +12,15 @@ the other images in its batch, their sizes or the length of their texts.
 from __future__ import annotations
 
 import logging
+import unicodedata
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from charfeat.config import (AttnImplementation, Dtype, Pooling, RandomModel, TextMode, TrainMode,
-                             float16_training_problem)
+from charfeat.config import (AttnImplementation, Dtype, InputFormat, Pooling, RandomModel, TextMode, TrainMode,
+                             embed_dim_problem, float16_training_problem, instruction_problem)
 from charfeat.errors import ConfigError
 from charfeat.models.backbone.pooling import last_token, masked_mean
 
@@ -29,8 +33,20 @@ log = logging.getLogger(__name__)
 FEATURE_VERSION = 2  # 2: pooling accumulates in float32 and masks padding with masked_fill
 
 
+def system_instruction(instruction: str) -> str:
+    """An instruction as Qwen3-VL-Embedding's own code puts it in the system turn: stripped, with a
+    full stop added when it does not end in punctuation ("Represent the user's input" gets one)."""
+    text = instruction.strip()
+    if text and not unicodedata.category(text[-1]).startswith("P"):
+        text += "."
+    return text
+
+
 class Qwen3VLBackbone(nn.Module):
-    """Qwen3-VL image embedder: `preprocess(images, texts)` then `forward(**inputs) -> [B, hidden_size]`.
+    """Qwen3-VL image embedder: `preprocess(images, texts)` then `forward(**inputs) -> [B, feature_dim]`.
+
+    `forward` is `pool` (the pooled hidden states [B, hidden_size]: what the feature cache holds)
+    then `finish` (the Matryoshka cut to ``embed_dim`` and the L2 normalisation, if any).
 
     The arguments are the keys of the ``backbone`` config group, stated with their defaults and
     meanings in ``charfeat.config.BackboneConfig``. A frozen backbone gets no gradients, stays in
@@ -44,10 +60,13 @@ class Qwen3VLBackbone(nn.Module):
         self,
         name_or_path: str,
         revision: str | None,
+        format: InputFormat,  # noqa: A002 - the config key's name
         prompt: str,
+        instruction: str,
         text: TextMode,
         pooling: Pooling,
         layer: int,
+        embed_dim: int | None,
         train: TrainMode,
         lora_r: int,
         lora_alpha: int,
@@ -65,7 +84,7 @@ class Qwen3VLBackbone(nn.Module):
         if pooling == Pooling.vision and text != TextMode.none:
             raise ValueError(f"pooling=vision with text={text}: image tokens come before the text and "
                              "attention is causal, so the text could never reach the pooled tokens")
-        if problem := float16_training_problem(dtype, train):
+        if problem := float16_training_problem(dtype, train) or instruction_problem(format, instruction):
             raise ConfigError(problem)
         from charfeat.models.backbone.hub import local_snapshot
 
@@ -80,7 +99,9 @@ class Qwen3VLBackbone(nn.Module):
 
         self.name_or_path = str(name_or_path)
         self.revision = revision
+        self.input_format = format
         self.prompt = prompt
+        self.instruction = system_instruction(instruction)
         self.text = text
         self.pooling = pooling
         self.layer = layer
@@ -95,6 +116,9 @@ class Qwen3VLBackbone(nn.Module):
         num_layers = self.config.text_config.num_hidden_layers
         if not -(num_layers + 1) <= layer <= num_layers:
             raise ValueError(f"layer={layer} is outside [-{num_layers + 1}, {num_layers}] for this model")
+        if problem := embed_dim_problem(embed_dim, self.hidden_size, self.name_or_path):
+            raise ConfigError(problem)
+        self.embed_dim = embed_dim
         if text != TextMode.none:
             log.warning("backbone.text=%s: the record's own text goes beside every train and val image; "
                         "free text (captions) may name the label", text)
@@ -177,8 +201,19 @@ class Qwen3VLBackbone(nn.Module):
 
     @property
     def hidden_size(self) -> int:
-        """Embedding width before any head: the text model's hidden size."""
+        """Width of the pooled features (`pool`, the feature cache): the text model's hidden size."""
         return self.config.text_config.hidden_size
+
+    @property
+    def feature_dim(self) -> int:
+        """Width of the features (`forward`, `finish`) that a head takes: ``embed_dim``, else the hidden size."""
+        return self.hidden_size if self.embed_dim is None else self.embed_dim
+
+    @property
+    def normalized(self) -> bool:
+        """Whether `finish` L2-normalises: with a Matryoshka cut, and in Qwen3-VL-Embedding's own format,
+        whose published embedding is unit length."""
+        return self.embed_dim is not None or self.input_format == InputFormat.embedding
 
     @property
     def loaded(self) -> bool:
@@ -201,8 +236,20 @@ class Qwen3VLBackbone(nn.Module):
         return self
 
     def chat_text(self, text: str | None = None) -> str:
-        """The chat-template text for one user turn: [image, record text?, prompt], no generation prompt."""
+        """The chat-template text of one image and its record text (``text``), in ``backbone.format``:
+
+        - chat: one user turn [image, record text + "\\n"?, prompt], no generation prompt;
+        - embedding: as Qwen3-VL-Embedding's own code does, a system turn holding the instruction, a
+          user turn [image, record text?], then the generation prompt ``<|im_start|>assistant\\n``,
+          whose last token is the one the model was trained to pool.
+        """
         content = [{"type": "image"}]
+        if self.input_format == InputFormat.embedding:
+            if text:
+                content.append({"type": "text", "text": text})
+            messages = [{"role": "system", "content": [{"type": "text", "text": self.instruction}]},
+                        {"role": "user", "content": content}]
+            return self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         if text:
             content.append({"type": "text", "text": text + "\n"})
         content.append({"type": "text", "text": self.prompt})
@@ -242,7 +289,21 @@ class Qwen3VLBackbone(nn.Module):
         return dict(batch)
 
     def forward(self, **inputs: torch.Tensor) -> torch.Tensor:
-        """Model inputs from `preprocess` -> pooled float32 embeddings [B, hidden_size]."""
+        """Model inputs from `preprocess` -> float32 features [B, feature_dim] (`pool`, then `finish`)."""
+        return self.finish(self.pool(**inputs))
+
+    def finish(self, pooled: torch.Tensor) -> torch.Tensor:
+        """Pooled features [B, hidden_size] -> the features a head takes [B, feature_dim]: the first
+        ``embed_dim`` values (Matryoshka), L2-normalised when `normalized`; else unchanged.
+
+        Cheap, and applied after the feature cache (which holds `pool`'s output), so one extraction
+        serves every ``embed_dim``."""
+        if self.embed_dim is not None:
+            pooled = pooled[..., :self.embed_dim]
+        return F.normalize(pooled, dim=-1) if self.normalized else pooled
+
+    def pool(self, **inputs: torch.Tensor) -> torch.Tensor:
+        """Model inputs from `preprocess` -> pooled float32 hidden states [B, hidden_size]."""
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
             device = self.model.device
             inputs = {key: value.to(device) for key, value in inputs.items()}
@@ -279,17 +340,26 @@ class Qwen3VLBackbone(nn.Module):
                 params[name].copy_(value)
 
     def feature_fingerprint(self) -> dict:
-        """Everything that changes a frozen feature: what a feature cache is keyed by."""
+        """Everything that changes a frozen pooled feature (`pool`): what a feature cache is keyed by.
+
+        The input format's own text: ``prompt`` for chat (the key as it was before formats existed, so
+        features cached then stay valid), ``format`` and the ``instruction`` as rendered for embedding.
+        ``embed_dim`` is not in it: the cache holds pooled features, cut and normalised by `finish` as
+        they are used."""
         import transformers
 
         from charfeat.models.backbone.revision import model_revision
 
+        if self.input_format == InputFormat.embedding:
+            template = {"format": str(self.input_format), "instruction": self.instruction}
+        else:
+            template = {"prompt": self.prompt}
         return {
             "feature_code": FEATURE_VERSION,
             "torch": torch.__version__,
             "model": self.name_or_path,
             "revision": model_revision(self.name_or_path, self.revision),
-            "prompt": self.prompt,
+            **template,
             "text": self.text,
             "pixels": list(self.pixel_budget),
             "pooling": self.pooling,

@@ -32,13 +32,16 @@ def test_schema_keys_are_the_constructors_parameters():
 @pytest.mark.parametrize("name", NAMES)
 def test_variants_state_only_what_differs(name):
     real = name not in ("tiny", "small")
-    assert set(option("backbone", name)) == ({"name_or_path"} | ({"pooling"} if "embedding" in name else set())
+    embedding = "embedding" in name
+    assert set(option("backbone", name)) == ({"name_or_path"} | ({"format", "pooling"} if embedding else set())
                                              | (set() if real else {"dtype", "max_pixels", "build_random"}))
     cfg = composed(name)
     assert cfg._target_ == "charfeat.models.backbone.model.Qwen3VLBackbone"
     assert cfg.build_random == (None if real else name)
     assert cfg.dtype == ("bfloat16" if real else "float32")
-    assert cfg.pooling == ("last" if "embedding" in name else "mean")
+    assert cfg.format == ("embedding" if embedding else "chat")  # Qwen3-VL-Embedding's own input format
+    assert cfg.pooling == ("last" if embedding else "mean")
+    assert cfg.instruction == "Represent the user's input." and cfg.embed_dim is None
     assert cfg.max_pixels == (448 * 448 if real else None)
     if real:
         assert cfg.name_or_path.startswith("Qwen/Qwen3-VL-")
