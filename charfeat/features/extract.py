@@ -128,9 +128,15 @@ class FeatureExtractor:
             self.cache.flush()
             log.info("features %s: %d images, %d from the cache (%s; %d without reading the image), %d computed",
                      split, stats.images, stats.cache_hits, self.cache.dir, stats.unread, stats.computed)
-        features = torch.stack(out)
-        return torch.cat([then(self.backbone.finish(chunk.to(self.device))).float().cpu()
-                          for chunk in features.split(self.batch_size)])
+        result = None
+        for start in range(0, len(out), self.batch_size):  # rows are freed as the result fills: one copy at a time
+            chunk = torch.stack(out[start:start + self.batch_size]).to(self.device)
+            out[start:start + self.batch_size] = [None] * len(chunk)
+            done = then(self.backbone.finish(chunk)).float().cpu()
+            if result is None:
+                result = torch.empty(len(out), *done.shape[1:])
+            result[start:start + len(done)] = done
+        return result
 
     def _found_by_alias(self, data: DataSource, split: str, records: list[Record], out: list,
                         stats: ExtractionStats) -> list[bytes | None]:
