@@ -126,7 +126,7 @@ def stand_in_backbone(cache_dir: str, dim: int):
     class CachedBackbone(torch.nn.Module):
         frozen = True
         text = TextMode.none
-        hidden_size = dim
+        hidden_size = feature_dim = dim
         feature_cache_dir = cache_dir
 
         def feature_fingerprint(self) -> dict:
@@ -138,8 +138,13 @@ def stand_in_backbone(cache_dir: str, dim: int):
         def load_trainable_state_dict(self, state: dict) -> None:
             assert not state
 
-        def forward(self, **inputs):
+        def finish(self, features):
+            return features  # no Matryoshka cut, no normalisation
+
+        def pool(self, **inputs):
             raise AssertionError("the backbone ran: a feature was missing from the cache")
+
+        forward = pool
 
     return CachedBackbone()
 
