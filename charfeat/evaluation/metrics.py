@@ -115,7 +115,6 @@ class _BlockSearch:
     """
 
     CHUNK = 64  # columns per chunk for the nearest neighbours
-    CACHED_BYTES = 2**21  # similarity rows ranked at once: their passes stay in a core's cache
 
     def __init__(self, embeddings: torch.Tensor, labels: torch.Tensor, num_classes: int, k_max: int, keep: int):
         self.order = torch.argsort(labels, stable=True)
@@ -128,23 +127,14 @@ class _BlockSearch:
         self.labels, self.k_max, self.keep = labels, k_max, keep
 
     def __call__(self, items: torch.Tensor):
+        n, k, keep = len(self.labels), self.k_max, self.keep
         sims = (self.gallery[self.position[items]] @ self.gallery.T).numpy()
-        item_labels, itself = self.labels[items], self.position[items].numpy()
-        rows = max(1, self.CACHED_BYTES // sims[0].nbytes)  # a few rows at a time, while they are in the cache
-        parts = [self._rank(sims[a:a + rows], itself[a:a + rows], item_labels[a:a + rows])
-                 for a in range(0, len(items), rows)]
-        hits, nearest, scores = (np.concatenate(part) for part in zip(*parts))
-        r = self.counts[item_labels] - 1
-        return _score_block(hits, r.numpy()), self.order[torch.from_numpy(nearest)], torch.from_numpy(scores)
-
-    def _rank(self, sims: np.ndarray, itself: np.ndarray, labels: torch.Tensor):
-        """Rows of similarities -> their ranked hits [b, k_max], nearest columns and scores [b, keep]."""
-        n, k = sims.shape[1], self.k_max
-        rows = np.arange(len(sims))
+        rows, itself = np.arange(len(items)), self.position[items].numpy()
         sims[rows, itself] = -np.inf  # an item is not its own neighbour
         nearest, scores = self._nearest(sims)
+        item_labels = self.labels[items]
         bits = sims.view(np.int32)
-        for first, last, label in _runs(labels):
+        for first, last, label in _runs(item_labels):
             same = slice(int(self.begins[label]), int(self.ends[label]))
             np.bitwise_and(bits[first:last, :same.start], -2, out=bits[first:last, :same.start])
             np.bitwise_or(bits[first:last, same], 1, out=bits[first:last, same])
@@ -152,7 +142,8 @@ class _BlockSearch:
         sims[rows, itself] = -np.inf  # again: a set lowest bit makes -inf a NaN
         sims.partition(n - k, axis=1)  # the k best of each row, unordered, at its end
         hits = np.sort(sims[:, n - k:], axis=1)[:, ::-1].view(np.int32) & 1
-        return hits, nearest, scores
+        r = self.counts[item_labels] - 1
+        return _score_block(hits, r.numpy()), self.order[torch.from_numpy(nearest)], torch.from_numpy(scores)
 
     def _nearest(self, sims: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Columns [B, keep] and similarities of each row's ``keep`` largest, best first.
