@@ -204,14 +204,14 @@ class FeatureCache:
     def _load_aliases(self) -> dict[bytes, bytes]:
         if self._aliases is not None:
             return self._aliases
-        from safetensors.torch import load_file
+        from safetensors import safe_open
 
         self._aliases = {}
         for path in sorted(self.dir.glob("alias-*.safetensors")) if self.dir.is_dir() else ():
             try:
-                tensors = load_file(path)
-                aliases, keys = tensors["aliases"], tensors["keys"]
-                meta = _metadata(path)
+                with safe_open(path, framework="pt") as fh:
+                    meta = fh.metadata() or {}
+                    aliases, keys = fh.get_tensor("aliases"), fh.get_tensor("keys")
                 if meta.get("format") != FORMAT_VERSION or meta.get("key") != self.key_digest:
                     raise ValueError(f"format {meta.get('format')!r} / key {meta.get('key')!r} do not match")
                 if aliases.shape != keys.shape or keys.ndim != 2 or keys.shape[1] != 32 or \
@@ -291,13 +291,6 @@ class FeatureCache:
 
 def _stacked_keys(keys) -> torch.Tensor:
     return torch.frombuffer(bytearray(b"".join(keys)), dtype=torch.uint8).view(-1, 32)
-
-
-def _metadata(path: Path) -> dict:
-    from safetensors import safe_open
-
-    with safe_open(path, framework="pt") as fh:
-        return fh.metadata() or {}
 
 
 def _checksum(keys: torch.Tensor, features: torch.Tensor) -> str:
