@@ -171,6 +171,9 @@ class ImagesConfig:
 
     # larger images are bad records (decompression bombs); 150 MP covers full-resolution phone photos
     max_image_pixels: Optional[int] = 150_000_000
+    # DataLoader worker processes that fetch, decode, augment and preprocess images for a backbone
+    # pass; 0: in the training process; null: sized to the machine (its cores less one, at most 8)
+    num_workers: Optional[int] = None
 
 
 @dataclass
@@ -298,8 +301,31 @@ class BackboneConfig:
     attn_implementation: Optional[AttnImplementation] = AttnImplementation.sdpa  # transformers' attention kernel
     gradient_checkpointing: bool = False  # recompute activations in backward when training
     feature_cache: Optional[str] = SI("${paths.cache_dir}/features")  # frozen features on disk; null = off
+    # padded tokens (rows x the longest row) per backbone forward, in extraction and training: images of
+    # different sizes make different batch sizes; null: trainer.embed_batch_size images / a P×K batch at once
+    max_tokens_per_batch: Optional[int] = None
     # build this random model at name_or_path first if nothing is there; null: name_or_path must exist
     build_random: Optional[RandomModel] = None
+
+
+@dataclass
+class AugmentConfig:
+    """Training-image augmentation (charfeat.data.augment), applied in the input pipeline's workers.
+
+    The val split is never augmented. A trainable backbone sees fresh views every epoch; a frozen
+    one sees ``views`` views per image, extracted once into the feature cache."""
+
+    _target_: str = "charfeat.data.augment.Augment"
+    name: str = "none"  # the preset, for logs and run names
+    views: int = 1  # frozen backbone: views per training image in the feature cache; each epoch samples one
+    seed: int = 0  # with the epoch (or view) and the image, seeds each view
+    crop_scale: Optional[List[float]] = None  # [min, max] share of the area a random crop keeps; null: no crop
+    crop_ratio: List[float] = field(default_factory=lambda: [3 / 4, 4 / 3])  # the crop's aspect-ratio range
+    flip: float = 0.0  # chance of a horizontal flip
+    brightness: float = 0.0  # largest relative change, each way
+    contrast: float = 0.0  # largest relative change, each way
+    saturation: float = 0.0  # largest relative change, each way
+    grayscale: float = 0.0  # chance of dropping colour
 
 
 @dataclass
@@ -400,6 +426,7 @@ class TrainConfig:
     data: Any = MISSING
     sampler: Any = MISSING
     backbone: Any = MISSING
+    augment: Any = MISSING
     head: Any = MISSING
     loss: Any = MISSING
     optim: Any = MISSING
@@ -486,6 +513,7 @@ SCHEMAS = {
     ("schema/data", "s3_prefix"): S3PrefixDataConfig,
     ("schema/sampler", "pk"): PKSamplerConfig,
     ("schema/backbone", "backbone"): BackboneConfig,
+    ("schema/augment", "augment"): AugmentConfig,
     ("schema/head", "head"): HeadConfig,
     ("schema/loss", "triplet"): TripletLossConfig,
     ("schema/loss", "mined"): MinedLossConfig,
@@ -604,6 +632,14 @@ RANGES = {
     "backbone.lora_dropout": Range(0, 1, open_high=True),
     "backbone.min_pixels": Range(1, nullable=True),
     "backbone.max_pixels": Range(1, nullable=True),
+    "backbone.max_tokens_per_batch": Range(1, nullable=True),
+    "data.num_workers": Range(0, nullable=True),
+    "augment.views": Range(1),
+    "augment.flip": Range(0, 1),
+    "augment.grayscale": Range(0, 1),
+    "augment.brightness": Range(0, 1, open_high=True),
+    "augment.contrast": Range(0, 1, open_high=True),
+    "augment.saturation": Range(0, 1, open_high=True),
     "loss.margin": Range(0),
     "loss.scale": Range(0, open_low=True),
     "loss.lr": Range(0, open_low=True),

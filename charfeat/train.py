@@ -101,11 +101,15 @@ def build_trainer(cfg: DictConfig, data, output_dir: Path, rank: int, world_size
     with distributed.main_process_first():
         backbone = instantiate(cfg.backbone).to(device)
     head = instantiate(cfg.head)(in_dim=backbone.feature_dim).to(device)
+    augment = instantiate(cfg.augment)
+    if augment.views > 1 and not backbone.frozen:
+        log.warning("augment.views=%d is for a frozen backbone's feature cache: a trainable one sees a new view of "
+                    "each image every epoch", augment.views)
     return Trainer(tc, data=data, records=records, label_map=label_map, sampler=sampler, backbone=backbone,
                    head=head, loss_fn=loss_fn.to(device), make_optimizer=instantiate(cfg.optim),
                    tracker=start_tracker(cfg, output_dir, rank == 0), output_dir=output_dir,
                    config=OmegaConf.to_container(cfg, resolve=True, enum_to_str=True), run_name=cfg.task_name,
-                   evaluation=cfg.eval, rank=rank, world_size=world_size, device=device)
+                   evaluation=cfg.eval, augment=augment, rank=rank, world_size=world_size, device=device)
 
 
 register_configs()

@@ -58,6 +58,12 @@ def item_key(image, text: str | None) -> bytes:
     return h.digest()
 
 
+def view_key(key: bytes, augment, view: int) -> bytes:
+    """SHA-256 of an item key, an augmentation's settings (`Augment.fingerprint`) and a view index:
+    the key of that augmented view's feature."""
+    return hashlib.sha256(b"view\0" + key + digest(augment.fingerprint()).encode() + f"\0{view}".encode()).digest()
+
+
 def alias_key(identity: str, text: str | None) -> bytes:
     """SHA-256 of what identifies an image's bytes without reading them and the record text beside it."""
     return hashlib.sha256(b"identity\0" + identity.encode("utf-8") + b"\0text\0" + (text or "").encode("utf-8")).digest()

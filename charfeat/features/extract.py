@@ -2,20 +2,21 @@
 
 `FeatureExtractor` owns the feature cache of a frozen backbone: it reads every feature it can from
 disk and computes only the rest, so later epochs, runs and sweep jobs never rerun the backbone.
-Images are hashed after decoding, so the cache follows content, not filenames. Features missing
-from the cache are sorted by sequence length before batching, which keeps padding low; this cannot
-change a feature, because pooling ignores padding (batch invariance, tested).
+Images are hashed after decoding, so the cache follows content, not filenames.
 
 Records whose image the source identifies without reading it (a local file's path, size and times;
 an S3 ETag) are looked up by that alias first (`FeatureCache.resolve`): a feature found so costs no
 fetch, no decode and no hash, and the backbone's weights are read only when some feature is missing.
+The rest go through the input pipeline (`charfeat.data.loader`): worker processes fetch, decode,
+hash and encode them, sorted by sequence length within a window (pooling ignores padding, so this
+cannot change a feature: batch invariance, tested) and batched by ``trainer.embed_batch_size`` and
+``backbone.max_tokens_per_batch``; a batch that runs out of GPU memory is run again as two halves.
 
-charfeat has no image augmentation: a frozen backbone sees each image exactly as stored, which is
-what makes one cached feature per image valid. Augmentation would need per-view keys or no cache.
-
-The cache holds the backbone's pooled features (`Qwen3VLBackbone.pool`); every feature leaves
-here through `Qwen3VLBackbone.finish` (a Matryoshka cut to ``backbone.embed_dim``, L2
-normalisation), so one extraction serves every ``embed_dim``.
+An augmented view (``augment`` with a frozen backbone) is cached under its own key: the image's,
+the augmentation's settings and the view's index (`view_key`). The cache holds the backbone's
+pooled features (`Qwen3VLBackbone.pool`); every feature leaves here through
+`Qwen3VLBackbone.finish` (a Matryoshka cut to ``backbone.embed_dim``, L2 normalisation), so one
+extraction serves every ``embed_dim``.
 """
 
 from __future__ import annotations
@@ -27,24 +28,18 @@ from typing import Callable
 import torch
 
 from charfeat.console import progress
+from charfeat.data.augment import augments
+from charfeat.data.loader import Chunk, InputGroups, ViewSpec, input_loader
 from charfeat.data.records import Record, record_text
 from charfeat.data.sources.base import DataSource
-from charfeat.features.cache import FeatureCache, alias_key, item_key
+from charfeat.features.cache import FeatureCache, alias_key, view_key
+from charfeat.models.backbone.inputs import select_rows, split_on_oom
 from charfeat.models.backbone.model import Qwen3VLBackbone
 
 log = logging.getLogger(__name__)
 
 
-# Decoded pixels held by one extraction window (the window used to be 8 batches: ~9 GB of 12 MP
-# photos at batch 32). Small images still fill 8 batches (1,700 of 224 px), so sorting by length
-# keeps working; large ones are resized to the same pixel budget anyway, so their order hardly
-# matters. The processor holds about two more copies of a batch's pixels while it resizes.
-WINDOW_BYTES = 256 * 1024 * 1024
-
-
-def batched(items: list, size: int):
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
+GROUP_BATCHES = 8  # batches of records a worker reads at once: sorting them by length keeps padding low
 
 
 @dataclass
@@ -84,46 +79,46 @@ class FeatureExtractor:
     def texts(self, records: list[Record]) -> list[str | None]:
         return [record_text(r, self.backbone.text) for r in records]
 
-    def forward(self, images: list, texts: list[str | None], stats: ExtractionStats | None = None) -> torch.Tensor:
-        """Images and their texts -> pooled backbone features [B, hidden_size] on the device (what the cache holds)."""
-        inputs = self.backbone.preprocess(images, texts)
+    def forward(self, inputs: dict[str, torch.Tensor], stats: ExtractionStats | None = None) -> torch.Tensor:
+        """Model inputs -> pooled backbone features [B, hidden_size] on the device (what the cache
+        holds), without gradients; a batch that runs out of accelerator memory runs again as two halves."""
         if stats is not None:
             mask = inputs["attention_mask"]
             stats.batches += 1
             stats.tokens += mask.numel()
             stats.padding_tokens += int((mask == 0).sum())
             stats.batch_padding.append(float((mask == 0).sum()) / mask.numel())
-        return self.backbone.pool(**{name: value.to(self.device) for name, value in inputs.items()})
+        return split_on_oom(lambda batch: self.backbone.pool(**batch), inputs)
 
-    def encode(self, data: DataSource, split: str, records: list[Record]) -> torch.Tensor:
-        """One batch of records -> backbone features [B, feature_dim] on the device (gradients as the
-        backbone allows)."""
-        return self.backbone.finish(self.forward(data.load_images(split, records), self.texts(records)))
+    def loader(self, data: DataSource, split: str, records: list[Record], groups: list[list[int]],
+               view: ViewSpec = ViewSpec(), keyed: bool = False):
+        """The input pipeline over ``groups`` of ``records``: each item a list of `Chunk`s."""
+        dataset = InputGroups(data, split, records, self.texts(records), groups, self.backbone.encoder,
+                              self.batch_size, self.backbone.max_tokens_per_batch, view, keyed or view.by_content)
+        return input_loader(dataset, self.device)
 
     @torch.no_grad()
     def extract(self, data: DataSource, split: str, records: list[Record],
                 then: Callable[[torch.Tensor], torch.Tensor] = lambda x: x,
-                stats: ExtractionStats | None = None) -> torch.Tensor:
+                stats: ExtractionStats | None = None, view: ViewSpec = ViewSpec()) -> torch.Tensor:
         """Features [N, feature_dim] (or ``then(features)``) of every record, in order, gathered on the CPU.
 
-        Records are read in windows (`windows`) of at most 8 batches and `WINDOW_BYTES` of decoded
-        pixels; within a window, the images not in the feature cache are sorted by sequence length
-        and run in batches of at most ``batch_size``.
+        ``view``: which augmented view of each image (`ViewSpec`, by content); default: the image itself.
         """
         if not records:
             raise ValueError(f"no records to embed in split {split!r}")
         stats = stats if stats is not None else ExtractionStats()
         out: list[torch.Tensor | None] = [None] * len(records)
-        aliases = self._found_by_alias(data, split, records, out, stats)
+        aliases = self._found_by_alias(data, split, records, out, stats, view)
         todo = [i for i, feature in enumerate(out) if feature is None]
+        size = GROUP_BATCHES * self.batch_size
+        groups = [todo[start:start + size] for start in range(0, len(todo), size)]
         with progress(total=len(records), initial=len(records) - len(todo), desc=f"embed {split}", unit="image",
                       leave=False) as bar:
-            for start, images in windows(data, split, [records[i] for i in todo], 8 * self.batch_size, WINDOW_BYTES):
-                where = todo[start:start + len(images)]
-                self._extract_window([records[i] for i in where], images, out, where, [aliases[i] for i in where],
-                                     stats)
-                bar.update(len(images))
-                del images
+            for group, chunks in zip(groups, self.loader(data, split, records, groups, view, self.cache is not None)):
+                for chunk in chunks:
+                    self._extract_chunk(chunk, [group[p] for p in chunk.positions], out, aliases, view, stats)
+                    bar.update(len(chunk.positions))
         if self.cache is not None:
             self.cache.flush()
             log.info("features %s: %d images, %d from the cache (%s; %d without reading the image), %d computed",
@@ -139,7 +134,7 @@ class FeatureExtractor:
         return result
 
     def _found_by_alias(self, data: DataSource, split: str, records: list[Record], out: list,
-                        stats: ExtractionStats) -> list[bytes | None]:
+                        stats: ExtractionStats, view: ViewSpec) -> list[bytes | None]:
         """Fill ``out`` with the features the cache finds by each record's alias (its image unread);
         returns every record's alias (None where the source cannot identify the image)."""
         if self.cache is None:
@@ -148,7 +143,7 @@ class FeatureExtractor:
                    for r, text in zip(records, self.texts(records))]
         keys = self.cache.resolve(aliases)
         known = [i for i, key in enumerate(keys) if key is not None]
-        for i, feature in zip(known, self.cache.get([keys[i] for i in known])):
+        for i, feature in zip(known, self.cache.get(self._feature_keys([keys[i] for i in known], view))):
             out[i] = feature
         found = sum(out[i] is not None for i in known)
         stats.images += found
@@ -156,49 +151,34 @@ class FeatureExtractor:
         stats.unread += found
         return aliases
 
-    def _extract_window(self, records: list[Record], images: list, out: list, where: list[int],
-                        aliases: list[bytes | None], stats: ExtractionStats) -> None:
-        """Fill ``out`` at ``where`` (the records' places): from the cache where it can, else from the backbone."""
-        cache, texts = self.cache, self.texts(records)
-        keys, todo = None, list(range(len(records)))
+    @staticmethod
+    def _feature_keys(keys: list[bytes], view: ViewSpec) -> list[bytes]:
+        """The cache keys of these images' features in ``view``: their own keys, or their views' keys."""
+        if not augments(view.augment):
+            return keys
+        return [view_key(key, view.augment, view.stream) for key in keys]
+
+    def _extract_chunk(self, chunk: Chunk, where: list[int], out: list, aliases: list[bytes | None],
+                       view: ViewSpec, stats: ExtractionStats) -> None:
+        """Fill ``out`` at ``where`` (the chunk's records' places): from the cache where it can, else from the backbone."""
+        cache, todo, keys = self.cache, list(range(len(where))), None
         if cache is not None:
-            keys = [item_key(image, text) for image, text in zip(images, texts)]
-            cache.add_aliases(aliases, keys)
+            cache.add_aliases([aliases[i] for i in where], chunk.keys)
+            keys = self._feature_keys(chunk.keys, view)
             todo = []
             for i, cached in enumerate(cache.get(keys)):
                 if cached is None:
                     todo.append(i)
                 else:
                     out[where[i]] = cached
-        stats.images += len(records)
-        stats.cache_hits += len(records) - len(todo)
+        stats.images += len(where)
+        stats.cache_hits += len(where) - len(todo)
         stats.computed += len(todo)
-        todo.sort(key=lambda i: self.backbone.sequence_length(images[i], texts[i]))
-        for batch in batched(todo, self.batch_size):
-            features = self.forward([images[i] for i in batch], [texts[i] for i in batch], stats).float().cpu()
-            if cache is not None:
-                cache.put([keys[i] for i in batch], features)
-            for i, row in zip(batch, features):
-                out[where[i]] = row
-
-
-def windows(data: DataSource, split: str, records: list[Record], max_images: int,
-            max_bytes: int = WINDOW_BYTES):
-    """(offset, decoded images) of consecutive records: at most ``max_images`` of them and, past the
-    first image, at most ``max_bytes`` of decoded pixels. Images are loaded in groups sized by the
-    largest seen so far, so phone photos (36 MB decoded at 12 MP) never pile up by the hundred."""
-    start, largest = 0, 0
-    while start < len(records):
-        images: list = []
-        size = 0
-        while start + len(images) < len(records) and len(images) < max_images:
-            room = max_bytes - size
-            group = 1 if not largest else max(0, min(max_images - len(images), room // largest))
-            if group == 0 and images:
-                break
-            loaded = data.load_images(split, records[start + len(images):start + len(images) + max(group, 1)])
-            sizes = [image.width * image.height * len(image.getbands()) for image in loaded]
-            largest, size = max(largest, *sizes), size + sum(sizes)
-            images += loaded
-        yield start, images
-        start += len(images)
+        if not todo:
+            return
+        inputs = chunk.inputs if len(todo) == len(where) else select_rows(chunk.inputs, todo)
+        features = self.forward(inputs, stats).float().cpu()
+        if cache is not None:
+            cache.put([keys[i] for i in todo], features)
+        for i, row in zip(todo, features):
+            out[where[i]] = row

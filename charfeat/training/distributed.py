@@ -186,13 +186,19 @@ def gather_objects(obj) -> list:
     return gathered
 
 
-def gather_shards(shard: torch.Tensor, total: int) -> torch.Tensor:
-    """Rows ``rank::world`` computed on each rank -> all ``total`` rows in order, on every rank."""
+def shard(items: list, rank: int, world_size: int) -> list:
+    """This rank's contiguous share of ``items`` (the first ranks take one more when it does not divide):
+    contiguous, so a store that reads ahead in record order (S3) reads what this rank uses next."""
+    size, extra = divmod(len(items), world_size)
+    start = rank * size + min(rank, extra)
+    return items[start:start + size + (rank < extra)]
+
+
+def gather_shards(piece: torch.Tensor, total: int) -> torch.Tensor:
+    """The rows of `shard` computed on each rank -> all ``total`` rows in order, on every rank."""
     if not active():
-        return shard
-    world_size = dist.get_world_size()
-    pieces = gather_objects(shard.cpu())
-    out = torch.empty(total, *shard.shape[1:], dtype=shard.dtype)
-    for rank, piece in enumerate(pieces):
-        out[rank::world_size] = piece
-    return out
+        return piece
+    pieces = gather_objects(piece.cpu())
+    if sum(len(p) for p in pieces) != total:
+        raise RuntimeError(f"gather_shards: the ranks computed {[len(p) for p in pieces]} rows, not {total}")
+    return torch.cat(pieces)

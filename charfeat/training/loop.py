@@ -3,7 +3,10 @@ loss; an evaluation and checkpoints after every epoch; exact resume; a clean sto
 or SIGUSR2 (``signals.py``).
 
 With a frozen backbone, features are extracted once per split (through the feature cache) and the
-head trains on them; otherwise images go through the backbone at every step.
+head trains on them (with ``augment``, ``augment.views`` views of each training image, one sampled per
+image and epoch); otherwise images go through the input pipeline (`charfeat.data.loader`: worker
+processes, augmented afresh every epoch) and the backbone at every step. A batch whose images exceed
+``backbone.max_tokens_per_batch`` runs through the backbone in chunks (`_chunked_backward`).
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ import torch
 
 from charfeat.config import Precision
 from charfeat.console import progress
+from charfeat.data.augment import Augment, augments
+from charfeat.data.loader import Chunk, ViewSpec
 from charfeat.data.labels import encode_labels
 from charfeat.data.records import Record
 from charfeat.data.sources.base import DataSource
@@ -30,6 +35,7 @@ from charfeat.evaluation.metrics import retrieval_metrics
 from charfeat.evaluation.results import scalars, with_class_names
 from charfeat.features.extract import FeatureExtractor
 from charfeat.inference import embed_features, embed_records
+from charfeat.models.backbone.inputs import batch_size, select_rows
 from charfeat.training import distributed
 from charfeat.training.schedule import lr_factor
 from charfeat.training.signals import StopSignal, TrainingInterrupted
@@ -51,18 +57,20 @@ class Trainer:
     ``cfg`` is the trainer config group; ``records`` holds the train and val splits, whose labels
     ``label_map`` encodes; ``make_optimizer(params=groups)`` builds the optimizer; ``config`` is
     the run's resolved config, saved in every checkpoint; ``evaluation`` is the ``eval`` config group
-    (the final evaluation's intervals and suspects). Only ``rank`` 0 writes ``output_dir``.
+    (the final evaluation's intervals and suspects); ``augment`` changes the training images. Only
+    ``rank`` 0 writes ``output_dir``.
     """
 
     def __init__(self, cfg, *, data: DataSource, records: dict[str, list[Record]], label_map: dict[str, int],
                  sampler, backbone: torch.nn.Module, head: torch.nn.Module, loss_fn: torch.nn.Module,
                  make_optimizer: Callable, tracker, output_dir: Path, config: dict, run_name: str, evaluation,
-                 rank: int = 0, world_size: int = 1, device: torch.device = torch.device("cpu")):
+                 augment: Augment | None = None, rank: int = 0, world_size: int = 1,
+                 device: torch.device = torch.device("cpu")):
         self.cfg, self.data, self.records, self.label_map = cfg, data, records, label_map
         self.sampler, self.backbone, self.head, self.loss_fn = sampler, backbone, head, loss_fn
         self.tracker, self.output_dir, self.config, self.run_name = tracker, output_dir, config, run_name
         self.rank, self.world_size, self.device = rank, world_size, device
-        self.evaluation = evaluation
+        self.evaluation, self.augment = evaluation, augment
         self.labels = {split: torch.tensor(encode_labels(split_records, label_map, str(data.jsonl_path(split))))
                        for split, split_records in records.items()}
         self.extractor = FeatureExtractor(backbone, cfg.embed_batch_size, device)
@@ -117,12 +125,30 @@ class Trainer:
         self.tracker.finish()
         return results
 
+    def shard(self, records: list) -> list:
+        return distributed.shard(records, self.rank, self.world_size)
+
     def _extract_features(self) -> None:
-        """Each process extracts every world_size-th record (into the shared feature cache), then all
-        processes hold all features."""
+        """Each process extracts a contiguous share of the records (into the shared feature cache), then
+        all processes hold all features: the training split's as [views, N, dim] when augmented."""
         self.features = {split: distributed.gather_shards(
-            self.extractor.extract(self.data, split, records[self.rank::self.world_size]), len(records))
+            self.extractor.extract(self.data, split, self.shard(records)), len(records))
             for split, records in self.records.items()}
+        if augments(self.augment):
+            records = self.records["train"]
+            self.features["train"] = torch.stack([distributed.gather_shards(self.extractor.extract(
+                self.data, "train", self.shard(records), view=ViewSpec(self.augment, view, by_content=True)),
+                len(records)) for view in range(self.augment.views)])
+            log.info("augment=%s: %d view(s) of each training image; each epoch uses one", self.augment.name,
+                     self.augment.views)
+
+    def _views(self, epoch: int) -> torch.Tensor | None:
+        """Which cached view of each training image ``epoch`` uses (seeded by the epoch: a resumed run
+        uses the same), or None without views."""
+        if self.features is None or self.features["train"].dim() != 3:
+            return None
+        rng = self.augment.rng(epoch, 0)
+        return torch.from_numpy(rng.integers(self.augment.views, size=len(self.records["train"])))
 
     def _run_epochs(self) -> bool:
         """The remaining epochs; True when ``trainer.max_steps`` paused the run."""
@@ -141,13 +167,26 @@ class Trainer:
 
     def _train_epoch(self, epoch: int, stop: StopSignal, bar) -> bool:
         """The epoch's remaining batches; True when ``trainer.max_steps`` was reached."""
-        p, max_steps = self.progress, self.cfg.max_steps
+        p = self.progress
         self.head.train()
         self.backbone.train()
         self.sampler.load_state_dict(self.sampler_state)
         batches = list(self.sampler)
-        for index in batches[p.step_in_epoch:]:
-            loss, mined = self._step(index, len(batches))
+        remaining = batches[p.step_in_epoch:]
+        views = self._views(epoch)
+        inputs = iter(self.extractor.loader(self.data, "train", self.records["train"], remaining,
+                                            ViewSpec(self.augment, epoch))) if self.features is None else None
+        try:
+            return self._train_batches(epoch, remaining, len(batches), inputs, views, stop, bar)
+        finally:
+            del inputs  # ends the input workers, also when the loop stops early
+
+    def _train_batches(self, epoch: int, remaining: list[list[int]], epoch_batches: int, inputs, views,
+                       stop: StopSignal, bar) -> bool:
+        p, max_steps = self.progress, self.cfg.max_steps
+        for index in remaining:
+            chunks = next(inputs) if inputs is not None else None
+            loss, mined = self._step(index, epoch_batches, chunks, views)
             bar.update()
             bar.set_postfix(epoch=epoch, loss=f"{loss:.4f}", mined=mined)
             self.tracker.log({"train/loss": loss, "train/mined": mined,
@@ -162,17 +201,26 @@ class Trainer:
                 return True
         return False
 
-    def _step(self, index: list[int], epoch_batches: int) -> tuple[float, int]:
-        """One batch forward and backward; an optimizer step when its accumulation group is complete."""
+    def _step(self, index: list[int], epoch_batches: int, chunks: list[Chunk] | None,
+              views: torch.Tensor | None) -> tuple[float, int]:
+        """One batch forward and backward; an optimizer step when its accumulation group is complete.
+
+        ``chunks``: the batch's inputs from the input pipeline (a trainable backbone), else the head
+        trains on cached features (of ``views``, when augmented)."""
         p, accumulate = self.progress, self.cfg.accumulate
         batch_labels = self.labels["train"][index].to(self.device)
-        loss, mined = self.loss_fn(*distributed.gather_batch(self._embed("train", index), batch_labels))
         group_start = p.step_in_epoch - p.step_in_epoch % accumulate
         group_size = min(accumulate, epoch_batches - group_start)  # the epoch's last group may be short
-        if loss.requires_grad:
-            (loss / group_size).backward()
+        if chunks is None:
+            rows = torch.as_tensor(index)
+            features = self.features["train"][rows] if views is None else self.features["train"][views[rows], rows]
+            loss, mined = self._loss(self._head(features.to(self.device)), batch_labels, group_size)
+        elif len(chunks) > 1:
+            loss, mined = self._chunked_backward(chunks, len(index), batch_labels, group_size)
+        else:
+            loss, mined = self._whole_backward(chunks[0], batch_labels, group_size, p.step_in_epoch == group_start)
         p.step += 1
-        p.loss_history.append(loss.item())
+        p.loss_history.append(loss)
         p.step_in_epoch += 1
         if p.step_in_epoch - group_start == group_size:
             distributed.average_gradients(self.synced)
@@ -181,7 +229,74 @@ class Trainer:
             self.optimizer.step()
             self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
+        return loss, mined
+
+    def _head(self, features: torch.Tensor) -> torch.Tensor:
+        """Backbone features [B, feature_dim] -> float32 embeddings, under the trainer's autocast."""
+        with autocast(self.device, self.cfg.precision):
+            return self.head(features).float()
+
+    def _pool(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        with autocast(self.device, self.cfg.precision):
+            return self.backbone.pool(**{name: value.to(self.device, non_blocking=True)
+                                         for name, value in inputs.items()})
+
+    def _loss(self, embeddings: torch.Tensor, labels: torch.Tensor, group_size: int) -> tuple[float, int]:
+        """The batch's loss (over every rank's embeddings), backpropagated, scaled for accumulation."""
+        loss, mined = self.loss_fn(*distributed.gather_batch(embeddings, labels))
+        if loss.requires_grad:
+            (loss / group_size).backward()
         return loss.item(), mined
+
+    def _whole_backward(self, chunk: Chunk, labels: torch.Tensor, group_size: int, retry: bool) -> tuple[float, int]:
+        """The batch through the backbone at once. If it runs out of accelerator memory and no earlier
+        batch of its accumulation group left gradients behind (``retry``), it runs again in two halves."""
+        try:
+            features = self._pool(chunk.inputs)
+            embeddings = self._head(self.backbone.finish(features))
+            return self._loss(embeddings[torch.as_tensor(order(chunk.positions))], labels, group_size)
+        except torch.OutOfMemoryError:
+            rows = batch_size(chunk.inputs)
+            if not retry or rows < 2:
+                raise
+        self.optimizer.zero_grad(set_to_none=True)  # whatever the failed backward left
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        log.warning("out of memory on a training batch of %d images (%d tokens): running it in two chunks; set "
+                    "backbone.max_tokens_per_batch below that to avoid the retry", rows,
+                    rows * chunk.inputs["input_ids"].shape[1])
+        half = (rows + 1) // 2
+        halves = [Chunk([chunk.positions[i] for i in part], select_rows(chunk.inputs, list(part)))
+                  for part in (range(half), range(half, rows))]
+        return self._chunked_backward(halves, rows, labels, group_size)
+
+    def _chunked_backward(self, chunks: list[Chunk], rows: int, labels: torch.Tensor,
+                          group_size: int) -> tuple[float, int]:
+        """The batch's loss and gradients with one chunk's activations in memory at a time (the
+        gradient-cache method): the chunks' features without gradients, the loss and its gradient
+        with respect to those features, then each chunk again with gradients, given that gradient.
+        Each chunk's second pass replays its first pass's random draws (LoRA dropout): the gradients
+        are those of one pass over the whole batch."""
+        from charfeat.training.state import rng_state, set_rng_state
+
+        states, pooled = [], []
+        with torch.no_grad():
+            for chunk in chunks:
+                states.append(rng_state())
+                pooled.append(self._pool(chunk.inputs))
+        features = torch.empty(rows, pooled[0].shape[1], dtype=pooled[0].dtype, device=pooled[0].device)
+        for chunk, values in zip(chunks, pooled):
+            features[torch.as_tensor(chunk.positions, device=features.device)] = values
+        features.requires_grad_(True)
+        loss, mined = self._loss(self._head(self.backbone.finish(features)), labels, group_size)
+        if features.grad is not None:
+            after = rng_state()
+            for chunk, state in zip(chunks, states):
+                set_rng_state(state)
+                grad = features.grad[torch.as_tensor(chunk.positions, device=features.device)]
+                self._pool(chunk.inputs).backward(grad)
+            set_rng_state(after)
+        return loss, mined
 
     def _end_epoch(self, epoch: int) -> bool:
         """Evaluate (every ``trainer.eval_every`` epochs and after the last), keep the best evaluated
@@ -211,24 +326,16 @@ class Trainer:
             return True
         return False
 
-    def _embed(self, split: str, index: list[int]) -> torch.Tensor:
-        with autocast(self.device, self.cfg.precision):
-            if self.features is not None:
-                out = self.head(self.features[split][index].to(self.device))
-            else:
-                out = self.head(self.extractor.encode(self.data, split, [self.records[split][i] for i in index]))
-        return out.float()
-
     def embed_split(self, split: str) -> torch.Tensor:
-        """Embeddings of every record of ``split``, in order, on the CPU, on every rank (each embeds
-        every world_size-th record); both modules in eval mode."""
+        """Embeddings of every record of ``split``, in order, on the CPU, on every rank (each embeds a
+        contiguous share); both modules in eval mode. Never augmented."""
         self.backbone.eval()
-        shard = slice(self.rank, None, self.world_size)
         with autocast(self.device, self.cfg.precision):
             if self.features is not None:
-                mine = embed_features(self.head, self.features[split][shard], self.cfg.embed_batch_size, self.device)
+                mine = embed_features(self.head, self.shard(self.features[split]),
+                                      self.cfg.embed_batch_size, self.device)
             else:
-                mine = embed_records(self.backbone, self.head, self.data, split, self.records[split][shard],
+                mine = embed_records(self.backbone, self.head, self.data, split, self.shard(self.records[split]),
                                      self.cfg.embed_batch_size, self.device)
         return distributed.gather_shards(mine, len(self.records[split]))
 
@@ -239,7 +346,7 @@ class Trainer:
             return self.features[split]
         self.backbone.eval()
         with autocast(self.device, self.cfg.precision):
-            mine = self.extractor.extract(self.data, split, self.records[split][self.rank::self.world_size])
+            mine = self.extractor.extract(self.data, split, self.shard(self.records[split]))
         return distributed.gather_shards(mine, len(self.records[split]))
 
     def score(self, embeddings: torch.Tensor) -> dict:
@@ -340,6 +447,11 @@ class Trainer:
                                 history=self.results.get("history", []),
                                 model_info={"checkpoint": self.results["trained"]["checkpoint"]})
         return evaluate_split(self.output_dir, split, self.evaluation, self.cfg.plots, self.tracker)
+
+def order(positions: list[int]) -> list[int]:
+    """The permutation that puts rows listed at ``positions`` back in position order."""
+    return sorted(range(len(positions)), key=positions.__getitem__)
+
 
 def cpu_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     """A module's state dict on the CPU, for a checkpoint."""

@@ -27,7 +27,7 @@ from charfeat.config import BackboneConfig, build  # noqa: E402
 from charfeat.models.backbone.tiny import build_tiny_qwen3_vl  # noqa: E402
 from charfeat.models.backbone.flops import QWEN3_VL_SIZES, forward_flops, qwen3_vl_config  # noqa: E402
 from charfeat.data.records import Record  # noqa: E402
-from charfeat.features.extract import ExtractionStats, FeatureExtractor, batched  # noqa: E402
+from charfeat.features.extract import ExtractionStats, FeatureExtractor  # noqa: E402
 
 CPU = torch.device("cpu")
 MODELS = {
@@ -81,7 +81,7 @@ def main() -> None:
                 FeatureExtractor(backbone, batch_size, CPU).extract(data, "train", records, stats=stats)
                 seconds = time.perf_counter() - start
                 file_order = ExtractionStats()
-                for chunk in batched(records, batch_size):
+                for chunk in (records[i:i + batch_size] for i in range(0, len(records), batch_size)):
                     inputs = backbone.preprocess(data.load_images("train", chunk),
                                                  [r.metadata["caption"] if text != "none" else None for r in chunk])
                     mask = inputs["attention_mask"]

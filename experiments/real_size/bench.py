@@ -394,7 +394,7 @@ def main() -> None:
                                                          inputs["attention_mask"]):
             merged = thw[0] * thw[1] * thw[2] // 4
             tokens = int((row_ids == backbone.image_token_id).sum())
-            assert tokens == merged == backbone.image_tokens(images[len(per_image)])
+            assert tokens == merged == backbone.encoder.image_tokens(images[len(per_image)])
             text_tokens = int(row_mask.sum()) - tokens
             per_image.append({"image": label, "resized": f"{thw[2] * 16}x{thw[1] * 16}", "patches": thw[1] * thw[2],
                               "image_tokens": tokens, "text_tokens": text_tokens, "sequence": int(row_mask.sum())})

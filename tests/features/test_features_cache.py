@@ -22,13 +22,19 @@ def image(seed: int, width: int = 96, height: int = 96) -> Image.Image:
 
 
 class FakeData:
-    """The DataSource methods extraction uses, with a loaded-image count; ``identities`` (filename ->
-    what identifies its bytes) stands for a local file's stat or an S3 ETag (none by default)."""
+    """The DataSource methods extraction uses, with a loaded-image count (in this process: no input
+    workers); ``identities`` (filename -> what identifies its bytes) stands for a local file's stat or
+    an S3 ETag (none by default)."""
+
+    num_workers = 0
 
     def __init__(self, images: dict[str, Image.Image], identities: dict[str, str] | None = None):
         self.images = images
         self.identities = identities or {}
         self.loaded = 0
+
+    def location(self, split, filename):
+        return filename
 
     def load_images(self, split, records):
         self.loaded += len(records)
@@ -270,14 +276,13 @@ def test_record_text_modes_never_hand_over_the_label():
 
 
 def test_sorting_by_length_cuts_padding(tiny, data):
-    from charfeat.features.extract import batched
-
     records = make_records(10)
     extractor = FeatureExtractor(backbone(tiny, None), 2, CPU)
     sorted_stats = run(None, data, records, extractor=extractor)[1]
     file_order = ExtractionStats()
-    for batch in batched(records, 2):
-        extractor.forward(data.load_images("train", batch), [None] * len(batch), file_order)
+    for start in range(0, len(records), 2):
+        batch = records[start:start + 2]
+        extractor.forward(extractor.backbone.preprocess(data.load_images("train", batch)), file_order)
     assert sorted_stats.batches == file_order.batches == 5
     assert sorted_stats.padding_share < file_order.padding_share
 
@@ -361,7 +366,7 @@ def test_only_the_shards_a_run_needs_are_read(tmp_path, caplog):
 
 def test_windows_bound_the_decoded_pixels_held_at_once(tiny, data, monkeypatch):
     """Phone photos are 36 MB each decoded: a window holds a byte budget of them, not 8 batches."""
-    import charfeat.features.extract as extract
+    import charfeat.data.loader as loader
 
     records = make_records(10)  # images of 96x96, 64x64, 128x96, 96x64 pixels (27,648 bytes and less)
     sizes = {r.filename: data.images[r.filename].width * data.images[r.filename].height * 3 for r in records}
@@ -369,14 +374,40 @@ def test_windows_bound_the_decoded_pixels_held_at_once(tiny, data, monkeypatch):
     real_load = data.load_images
     data.load_images = lambda split, batch: loads.append(len(batch)) or real_load(split, batch)
     seen = []
-    for start, images in extract.windows(data, "train", records, max_images=8, max_bytes=60_000):
+    for start, images in loader.windows(data, "train", records, max_images=8, max_bytes=60_000):
         names = [r.filename for r in records[start:start + len(images)]]
         assert sum(sizes[n] for n in names) <= 60_000 or len(names) == 1
         seen += names
     assert seen == [r.filename for r in records] and max(loads) <= 2
 
     expected, _ = run(backbone(tiny, None), data, records, batch_size=4)
-    monkeypatch.setattr(extract, "WINDOW_BYTES", 60_000)
+    monkeypatch.setattr(loader, "WINDOW_BYTES", 60_000)
     got, stats = run(backbone(tiny, None), data, records, batch_size=4)
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
     assert stats.batches > 3  # smaller windows, smaller batches: the same features
+
+
+def test_augmented_views_are_cached_under_their_own_keys_and_found_by_alias(tiny, tmp_path, data):
+    from charfeat.config import AugmentConfig, build
+    from charfeat.data.loader import ViewSpec
+
+    records = make_records(8)
+    data.identities = {f"f{i}.jpg": f"file:/photos/f{i}.jpg:size:mtime" for i in range(8)}
+    light = build(AugmentConfig, crop_scale=[0.5, 1.0], flip=0.5, brightness=0.2)
+    plain, _ = run(backbone(tiny, tmp_path), data, records)
+    views = []
+    for view in range(2):
+        stats = ExtractionStats()
+        views.append(FeatureExtractor(backbone(tiny, tmp_path), 3, CPU).extract(
+            data, "train", records, stats=stats, view=ViewSpec(light, view, by_content=True)))
+        assert (stats.computed, stats.unread) == (8, 0)  # a new view: computed, not the plain feature
+    assert not torch.allclose(views[0], views[1]) and not torch.allclose(views[0], plain)
+
+    fresh, stats = backbone(tiny, tmp_path), ExtractionStats()
+    again = FeatureExtractor(fresh, 3, CPU).extract(data, "train", records, stats=stats,
+                                                    view=ViewSpec(light, 1, by_content=True))
+    assert (stats.cache_hits, stats.unread, stats.computed) == (8, 8, 0) and not fresh.loaded
+    assert torch.equal(again, views[1])
+    uncached = FeatureExtractor(backbone(tiny, None), 4, CPU).extract(data, "train", records,
+                                                                     view=ViewSpec(light, 1, by_content=True))
+    torch.testing.assert_close(uncached, views[1], atol=1e-5, rtol=1e-5)  # a view is a function of the image

@@ -157,3 +157,19 @@ def test_resume_applies_an_experiment_and_a_deleted_group_and_logs_them(cache_di
     saved = torch.load(tmp_path / "second" / "checkpoints" / "last.pt", weights_only=True)["config"]
     assert saved["loss"]["margin"] == 0.35 and saved["trainer"]["schedule"] == "constant" and saved["logger"] is None
     assert not list((tmp_path / "second").glob("wandb"))
+
+
+@pytest.mark.parametrize("augmented", [("augment=light", "augment.views=2"),
+                                       ("augment=light", "backbone.train=lora", "data.num_workers=1")],
+                         ids=["frozen-views", "lora-workers"])
+def test_an_augmented_run_resumes_exactly(compose_cfg, tmp_path, augmented):
+    whole = compose_cfg(*BASE, *augmented)
+    whole.paths.output_dir = str(tmp_path / "whole")
+    expected = train(whole)
+    train(compose_cfg(*BASE, *augmented, "trainer.max_steps=5"))
+    resumed = compose_cfg(*BASE, *augmented, f"ckpt_path={tmp_path / 'run' / 'checkpoints' / 'last.pt'}")
+    resumed.paths.output_dir = str(tmp_path / "resumed")
+    assert scalars(train(resumed)) == scalars(expected)
+    plain = compose_cfg(*BASE, *augmented[1:])  # the same run without augmentation trains another model
+    plain.paths.output_dir = str(tmp_path / "plain")
+    assert scalars(train(plain)) != scalars(expected)

@@ -53,9 +53,10 @@ class DataSource(ABC):
                  on_bad_record: OnBadRecord, drop_quality: list[str] | tuple, keep_unknown: bool,
                  start_index: int, val_fraction: float, split_seed: int, group_field: str | None,
                  on_leak: OnLeak, duplicate_threshold: float | None, verify_images: VerifyImages,
-                 max_image_pixels: int | None):
+                 max_image_pixels: int | None, num_workers: int | None):
         self.root = Path(root).expanduser()
         self.verify_images, self.max_image_pixels = VerifyImages(verify_images), max_image_pixels
+        self.num_workers = num_workers  # of the input pipeline (charfeat.data.loader)
         self.jsonl = {"train": train_jsonl, "val": val_jsonl}
         self.read_options = dict(label_field=label_field, drop_quality=tuple(drop_quality),
                                  keep_unknown=keep_unknown, start_index=start_index, group_field=group_field)
@@ -176,6 +177,10 @@ class DataSource(ABC):
         if failed:
             raise ImageLoadError(f"{len(failed)} image(s) could not be fetched:\n  " + "\n  ".join(failed))
         return results
+
+    def read_ahead_within(self, split: str, filenames: list[str]) -> None:
+        """From now on, read ahead (if this store does) only among ``filenames``: an input-pipeline
+        worker reads one group of records; the records after it are another worker's."""
 
     def map(self, fn, items: list) -> list:
         """Apply ``fn`` to each item; stores with a thread pool run it there (PIL decodes without the GIL)."""

@@ -15,8 +15,9 @@ from charfeat.data.sources.local import LocalData
 class FolderData(LocalData):
     labelled = False
 
-    def __init__(self, root: str, image_dir: str, max_image_pixels: int | None):
-        super().__init__(root, image_dir=image_dir, max_image_pixels=max_image_pixels, **NO_METADATA)
+    def __init__(self, root: str, image_dir: str, max_image_pixels: int | None, num_workers: int | None):
+        super().__init__(root, image_dir=image_dir, max_image_pixels=max_image_pixels, num_workers=num_workers,
+                         **NO_METADATA)
 
     def _prepare(self) -> dict[str, list[Record]]:
         if not self.image_dir.is_dir():

@@ -235,6 +235,15 @@ class S3Data(DataSource):
         self._read_ahead(split, filenames)
         return [future.result() for future in futures]
 
+    def read_ahead_within(self, split: str, filenames: list[str]) -> None:
+        if self._pid != os.getpid():  # a forked copy: the parent's read-ahead is not here
+            self._reset()
+        self._order = {split: list(filenames)}
+        self.__dict__.pop("_position", None)
+        for future in self._pending.values():
+            future.cancel()
+        self._pending.clear()
+
     def _read_ahead(self, split: str, filenames: list[str]) -> None:
         """Start fetching the split's next images (in records order) while this batch is used.
 

@@ -12,7 +12,6 @@ the other images in its batch, their sizes or the length of their texts.
 from __future__ import annotations
 
 import logging
-import unicodedata
 from pathlib import Path
 
 import torch
@@ -22,6 +21,7 @@ from torch import nn
 from charfeat.config import (AttnImplementation, Dtype, InputFormat, Pooling, RandomModel, TextMode, TrainMode,
                              embed_dim_problem, float16_training_problem, instruction_problem)
 from charfeat.errors import ConfigError
+from charfeat.models.backbone.encoder import InputEncoder
 from charfeat.models.backbone.pooling import last_token, masked_mean
 
 log = logging.getLogger(__name__)
@@ -31,15 +31,6 @@ log = logging.getLogger(__name__)
 # by it, so features computed by the old code are never reused (tests/features/test_feature_version.py
 # fails when the feature of a fixed input changes while this stays the same).
 FEATURE_VERSION = 2  # 2: pooling accumulates in float32 and masks padding with masked_fill
-
-
-def system_instruction(instruction: str) -> str:
-    """An instruction as Qwen3-VL-Embedding's own code puts it in the system turn: stripped, with a
-    full stop added when it does not end in punctuation ("Represent the user's input" gets one)."""
-    text = instruction.strip()
-    if text and not unicodedata.category(text[-1]).startswith("P"):
-        text += "."
-    return text
 
 
 class Qwen3VLBackbone(nn.Module):
@@ -78,6 +69,7 @@ class Qwen3VLBackbone(nn.Module):
         attn_implementation: AttnImplementation | None,
         gradient_checkpointing: bool,
         feature_cache: str | None,
+        max_tokens_per_batch: int | None,
         build_random: RandomModel | None,
     ):
         super().__init__()
@@ -100,8 +92,6 @@ class Qwen3VLBackbone(nn.Module):
         self.name_or_path = str(name_or_path)
         self.revision = revision
         self.input_format = format
-        self.prompt = prompt
-        self.instruction = system_instruction(instruction)
         self.text = text
         self.pooling = pooling
         self.layer = layer
@@ -110,8 +100,9 @@ class Qwen3VLBackbone(nn.Module):
         self.attn_implementation = attn_implementation
         self.feature_cache_dir = feature_cache
         self.config = AutoConfig.from_pretrained(files, revision=revision)
-        self.processor = Qwen3VLImageTextProcessor.from_pretrained(files, revision=revision)
-        self._set_pixel_budget(min_pixels, max_pixels)
+        self.encoder = InputEncoder(Qwen3VLImageTextProcessor.from_pretrained(files, revision=revision), format,
+                                    prompt, instruction, min_pixels, max_pixels)
+        self.max_tokens_per_batch = max_tokens_per_batch
         self.image_token_id = self.config.image_token_id
         num_layers = self.config.text_config.num_hidden_layers
         if not -(num_layers + 1) <= layer <= num_layers:
@@ -188,17 +179,6 @@ class Qwen3VLBackbone(nn.Module):
         for name, param in self.model.named_parameters():
             param.requires_grad_("lora_" in name)
 
-    def _set_pixel_budget(self, min_pixels: int | None, max_pixels: int | None) -> None:
-        """Override the image processor's pixel range (its `size` shortest/longest edge, in pixels)."""
-        from transformers.image_utils import SizeDict
-
-        size = self.processor.image_processor.size
-        lo = size.shortest_edge if min_pixels is None else min_pixels
-        hi = size.longest_edge if max_pixels is None else max_pixels
-        if lo > hi:
-            raise ValueError(f"min_pixels={lo} exceeds max_pixels={hi}")
-        self.processor.image_processor.size = SizeDict(shortest_edge=lo, longest_edge=hi)
-
     @property
     def hidden_size(self) -> int:
         """Width of the pooled features (`pool`, the feature cache): the text model's hidden size."""
@@ -223,11 +203,6 @@ class Qwen3VLBackbone(nn.Module):
     def frozen(self) -> bool:
         return self.train_mode == TrainMode.frozen
 
-    @property
-    def pixel_budget(self) -> tuple[int, int]:
-        size = self.processor.image_processor.size
-        return int(size.shortest_edge), int(size.longest_edge)
-
     def train(self, mode: bool = True) -> "Qwen3VLBackbone":
         """A frozen backbone stays in eval mode even when a parent module calls `.train()`."""
         super().train(mode)
@@ -235,58 +210,22 @@ class Qwen3VLBackbone(nn.Module):
             self.model.eval()
         return self
 
+    @property
+    def processor(self):
+        return self.encoder.processor
+
+    @property
+    def pixel_budget(self) -> tuple[int, int]:
+        return self.encoder.pixel_budget
+
     def chat_text(self, text: str | None = None) -> str:
-        """The chat-template text of one image and its record text (``text``), in ``backbone.format``:
-
-        - chat: one user turn [image, record text + "\\n"?, prompt], no generation prompt;
-        - embedding: as Qwen3-VL-Embedding's own code does, a system turn holding the instruction, a
-          user turn [image, record text?], then the generation prompt ``<|im_start|>assistant\\n``,
-          whose last token is the one the model was trained to pool.
-        """
-        content = [{"type": "image"}]
-        if self.input_format == InputFormat.embedding:
-            if text:
-                content.append({"type": "text", "text": text})
-            messages = [{"role": "system", "content": [{"type": "text", "text": self.instruction}]},
-                        {"role": "user", "content": content}]
-            return self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        if text:
-            content.append({"type": "text", "text": text + "\n"})
-        content.append({"type": "text", "text": self.prompt})
-        messages = [{"role": "user", "content": content}]
-        return self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
-
-    def image_tokens(self, image) -> int:
-        """LLM tokens an image becomes after resizing to the pixel budget (for length bucketing)."""
-        from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
-
-        proc = self.processor.image_processor
-        factor = proc.patch_size * proc.merge_size
-        lo, hi = self.pixel_budget
-        height, width = smart_resize(image.height, image.width, factor=factor, min_pixels=lo, max_pixels=hi)
-        return (height // factor) * (width // factor)
+        return self.encoder.chat_text(text)
 
     def sequence_length(self, image, text: str | None = None) -> int:
-        """Tokens the image and record text add to the fixed prompt: what batches are sorted by."""
-        extra = len(self.processor.tokenizer(text, add_special_tokens=False)["input_ids"]) if text else 0
-        return self.image_tokens(image) + extra
+        return self.encoder.sequence_length(image, text)
 
     def preprocess(self, images: list, texts: list[str | None] | None = None) -> dict[str, torch.Tensor]:
-        """PIL images (+ one record text each) -> model inputs (input_ids, attention_mask,
-        mm_token_type_ids, pixel_values, image_grid_thw)."""
-        if not images:
-            raise ValueError("preprocess needs at least one image")
-        if texts is None:
-            texts = [None] * len(images)
-        if len(texts) != len(images):
-            raise ValueError(f"got {len(images)} images but {len(texts)} texts")
-        batch = self.processor(
-            images=[image.convert("RGB") for image in images],
-            text=[self.chat_text(text) for text in texts],
-            padding=True,
-            return_tensors="pt",
-        )
-        return dict(batch)
+        return self.encoder.preprocess(images, texts)
 
     def forward(self, **inputs: torch.Tensor) -> torch.Tensor:
         """Model inputs from `preprocess` -> float32 features [B, feature_dim] (`pool`, then `finish`)."""
@@ -351,9 +290,9 @@ class Qwen3VLBackbone(nn.Module):
         from charfeat.models.backbone.revision import model_revision
 
         if self.input_format == InputFormat.embedding:
-            template = {"format": str(self.input_format), "instruction": self.instruction}
+            template = {"format": str(self.input_format), "instruction": self.encoder.instruction}
         else:
-            template = {"prompt": self.prompt}
+            template = {"prompt": self.encoder.prompt}
         return {
             "feature_code": FEATURE_VERSION,
             "torch": torch.__version__,

@@ -89,7 +89,7 @@ def test_the_instruction_is_the_system_turn_and_the_prompt_is_unused(tiny_path):
         "<|im_start|>system\nRepresent the person's clothing style.<|im_end|>\n"  # stripped, "." added as Qwen does
         "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|><|im_end|>\n<|im_start|>assistant\n"
     )
-    assert tiny_backbone(tiny_path, format="embedding", instruction="What style is this?").instruction == \
+    assert tiny_backbone(tiny_path, format="embedding", instruction="What style is this?").encoder.instruction == \
         "What style is this?"  # ends in punctuation: kept
     with pytest.raises(ConfigError, match="backbone.instruction is empty"):
         tiny_backbone(tiny_path, format="embedding", instruction=" ")

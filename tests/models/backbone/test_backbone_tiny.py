@@ -80,5 +80,5 @@ def test_backbone_small_is_built_on_first_use_with_20m_parameters(tmp_path):
     backbone = build(BackboneConfig, name_or_path=str(tmp_path / "small"), build_random="small", dtype="float32",
                      max_pixels=None, feature_cache=None)
     assert 15e6 < sum(p.numel() for p in backbone.model.parameters()) < 25e6
-    assert backbone.image_tokens(Image.new("RGB", (96, 96))) == 49
-    assert backbone.image_tokens(Image.new("RGB", (640, 480))) in (48, 49, 50)
+    assert backbone.encoder.image_tokens(Image.new("RGB", (96, 96))) == 49
+    assert backbone.encoder.image_tokens(Image.new("RGB", (640, 480))) in (48, 49, 50)
