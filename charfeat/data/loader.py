@@ -1,7 +1,7 @@
 """The input pipeline: records -> model inputs, built in DataLoader worker processes.
 
 Fetching, decoding, augmenting and the processor's resize/normalise are CPU work a GPU would wait
-on; `input_loader` runs them in ``data.num_workers`` processes (each with its own S3 client, since
+on; `input_batches` runs them in ``data.num_workers`` processes (each with its own S3 client, since
 a source's client and threads are created anew after a fork) while the model works, and delivers
 the groups of records in the order given, so P×K batches, resume and torchrun are as without it.
 
@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import signal
 from dataclasses import dataclass
+from typing import Iterator
 
 import torch
 from torch.utils.data import DataLoader, Dataset, get_worker_info
@@ -23,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset, get_worker_info
 from charfeat.data.augment import Augment, augments
 from charfeat.data.records import Record
 from charfeat.data.sources.base import DataSource
-from charfeat.errors import ConfigError
+from charfeat.errors import ConfigError, UserError
 from charfeat.models.backbone.encoder import InputEncoder
 from charfeat.models.backbone.inputs import token_batches
 
@@ -35,11 +36,13 @@ MAX_DEFAULT_WORKERS = 8
 
 
 def worker_count(configured: int | None) -> int:
-    """``data.num_workers``, or for null the machine's cores less one (for the training process), at most 8."""
+    """``data.num_workers``, or for null this process's share of the cores (torchrun starts
+    LOCAL_WORLD_SIZE processes per node) less one for the process itself, at most 8."""
     if configured is not None:
         return configured
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(0, min(MAX_DEFAULT_WORKERS, cores - 1))
+    share = cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    return max(0, min(MAX_DEFAULT_WORKERS, share - 1))
 
 
 @dataclass
@@ -82,10 +85,20 @@ class InputGroups(Dataset):
     def __len__(self) -> int:
         return len(self.groups)
 
-    def __getitem__(self, index: int) -> list[Chunk]:
+    def __getitem__(self, index: int) -> list[Chunk] | UserError:
+        """The group's chunks; in a worker, a `UserError` (an image that cannot be read, a config
+        error) is returned, for `input_batches` to raise as itself in the training process: the
+        DataLoader would wrap it in a worker traceback."""
+        try:
+            return self._prepare(self.groups[index])
+        except UserError as err:
+            if get_worker_info() is None:
+                raise
+            return err
+
+    def _prepare(self, group: list[int]) -> list[Chunk]:
         from charfeat.features.cache import item_key
 
-        group = self.groups[index]
         if get_worker_info() is not None:  # read ahead within this group only: the next belongs to another worker
             self.data.read_ahead_within(self.split, [self.records[p].filename for p in group])
         augment, chunks = self.view.augment, []
@@ -126,13 +139,17 @@ def _quiet_worker(worker_id: int) -> None:
             signal.signal(signum, signal.SIG_IGN)
 
 
-def input_loader(dataset: InputGroups, device: torch.device) -> DataLoader:
+def input_batches(dataset: InputGroups, device: torch.device) -> Iterator[list[Chunk]]:
     """The groups of ``dataset`` in order, prepared by ``data.num_workers`` worker processes (none for a
-    single group: nothing would overlap), pinned for a CUDA ``device``."""
+    single group: nothing would overlap), pinned for a CUDA ``device``. Closing it ends the workers."""
     workers = min(worker_count(dataset.data.num_workers), len(dataset) - 1)
-    return DataLoader(dataset, batch_size=None, shuffle=False, num_workers=max(workers, 0),
-                      pin_memory=device.type == "cuda", worker_init_fn=_quiet_worker if workers > 0 else None,
-                      collate_fn=_as_is, generator=torch.Generator())  # the global RNG is the run's: untouched
+    loader = DataLoader(dataset, batch_size=None, shuffle=False, num_workers=max(workers, 0),
+                        pin_memory=device.type == "cuda", worker_init_fn=_quiet_worker if workers > 0 else None,
+                        collate_fn=_as_is, generator=torch.Generator())  # the global RNG is the run's: untouched
+    for item in loader:
+        if isinstance(item, UserError):
+            raise item
+        yield item
 
 
 def _as_is(item):

@@ -29,7 +29,7 @@ import torch
 
 from charfeat.console import progress
 from charfeat.data.augment import augments
-from charfeat.data.loader import Chunk, InputGroups, ViewSpec, input_loader
+from charfeat.data.loader import Chunk, InputGroups, ViewSpec, input_batches
 from charfeat.data.records import Record, record_text
 from charfeat.data.sources.base import DataSource
 from charfeat.features.cache import FeatureCache, alias_key, view_key
@@ -39,7 +39,8 @@ from charfeat.models.backbone.model import Qwen3VLBackbone
 log = logging.getLogger(__name__)
 
 
-GROUP_BATCHES = 8  # batches of records a worker reads at once: sorting them by length keeps padding low
+GROUP_BATCHES = 2  # batches a worker prepares at once: sorted by length (less padding), not so many
+# that the prepared inputs in flight grow large (32 images at 448² are 154 MB of float32 pixel patches)
 
 
 @dataclass
@@ -95,7 +96,7 @@ class FeatureExtractor:
         """The input pipeline over ``groups`` of ``records``: each item a list of `Chunk`s."""
         dataset = InputGroups(data, split, records, self.texts(records), groups, self.backbone.encoder,
                               self.batch_size, self.backbone.max_tokens_per_batch, view, keyed or view.by_content)
-        return input_loader(dataset, self.device)
+        return input_batches(dataset, self.device)
 
     @torch.no_grad()
     def extract(self, data: DataSource, split: str, records: list[Record],

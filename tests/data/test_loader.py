@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from charfeat.config import LocalDataConfig, build
-from charfeat.data.loader import InputGroups, _quiet_worker, input_loader, worker_count
+from charfeat.data.loader import InputGroups, _quiet_worker, input_batches, worker_count
 from charfeat.errors import ConfigError
 from charfeat.features.extract import ExtractionStats, FeatureExtractor
 from configured import tiny_backbone
@@ -28,7 +28,7 @@ def local(root, workers):
 
 
 def groups_of(dataset):
-    return [chunks for chunks in input_loader(dataset, CPU)]
+    return [chunks for chunks in input_batches(dataset, CPU)]
 
 
 def test_worker_count_is_the_setting_or_the_machine_less_one():
@@ -139,3 +139,20 @@ def test_workers_leave_stop_signals_to_the_training_process():
     loader = DataLoader(_SignalHandlers(), batch_size=None, num_workers=1, worker_init_fn=_quiet_worker)
     assert [item for item in loader] == [[True, True], [True, True]]
     assert signal.getsignal(signal.SIGINT) != signal.SIG_IGN  # this process still handles them
+
+
+def test_an_image_a_worker_cannot_read_is_an_error_naming_it_not_a_worker_traceback(backbone, small_sample, tmp_path):
+    import shutil
+
+    from charfeat.data.sources.base import ImageLoadError
+
+    root = tmp_path / "copy"
+    shutil.copytree(small_sample, root)
+    data = local(root, 1)
+    records = data.records("train")
+    (root / "images" / records[5].filename).write_bytes(b"\xff\xd8\xff truncated")  # broken after the check
+    dataset = InputGroups(data, "train", records, [None] * len(records), [[0, 1], [4, 5]], backbone.encoder,
+                          max_size=2, max_tokens=None)
+    with pytest.raises(ImageLoadError, match=records[5].filename) as raised:
+        list(input_batches(dataset, CPU))
+    assert "Traceback" not in str(raised.value) and "DataLoader worker" not in str(raised.value)
