@@ -252,9 +252,7 @@ class Trainer:
         """The batch through the backbone at once. If it runs out of accelerator memory and no earlier
         batch of its accumulation group left gradients behind (``retry``), it runs again in two halves."""
         try:
-            features = self._pool(chunk.inputs)
-            embeddings = self._head(self.backbone.finish(features))
-            return self._loss(embeddings[torch.as_tensor(order(chunk.positions))], labels, group_size)
+            return self._loss(self._embed_chunk(chunk), labels, group_size)
         except torch.OutOfMemoryError:
             rows = batch_size(chunk.inputs)
             if not retry or rows < 2:
@@ -269,6 +267,12 @@ class Trainer:
         halves = [Chunk([chunk.positions[i] for i in part], select_rows(chunk.inputs, list(part)))
                   for part in (range(half), range(half, rows))]
         return self._chunked_backward(halves, rows, labels, group_size)
+
+    def _embed_chunk(self, chunk: Chunk) -> torch.Tensor:
+        """A whole batch's embeddings, in batch order (no local name holds the activations, so a failed
+        attempt frees them when its exception is handled)."""
+        embeddings = self._head(self.backbone.finish(self._pool(chunk.inputs)))
+        return embeddings[torch.as_tensor(order(chunk.positions), device=embeddings.device)]
 
     def _chunked_backward(self, chunks: list[Chunk], rows: int, labels: torch.Tensor,
                           group_size: int) -> tuple[float, int]:
