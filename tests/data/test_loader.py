@@ -9,11 +9,12 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from charfeat.config import LocalDataConfig, build
+from charfeat.config import LocalDataConfig, S3DataConfig, build
 from charfeat.data.loader import InputGroups, _quiet_worker, input_batches, worker_count
 from charfeat.errors import ConfigError
 from charfeat.features.extract import ExtractionStats, FeatureExtractor
 from configured import tiny_backbone
+from conftest import BUCKET
 
 CPU = torch.device("cpu")
 
@@ -67,9 +68,6 @@ def test_features_from_worker_processes_equal_those_built_in_process(backbone, s
 
 @pytest.mark.slow
 def test_workers_read_s3_each_with_a_client_of_its_own(backbone, small_sample, uploaded, moto_server, make_proxy):
-    from charfeat.config import S3DataConfig
-    from conftest import BUCKET
-
     proxy = make_proxy(latency=0.005)
     records = build(LocalDataConfig, root=str(small_sample)).records("train")
     s3 = build(S3DataConfig, bucket=BUCKET, root=str(small_sample), prefix=uploaded, endpoint_url=proxy.url,
@@ -156,3 +154,11 @@ def test_an_image_a_worker_cannot_read_is_an_error_naming_it_not_a_worker_traceb
     with pytest.raises(ImageLoadError, match=records[5].filename) as raised:
         list(input_batches(dataset, CPU))
     assert "Traceback" not in str(raised.value) and "DataLoader worker" not in str(raised.value)
+
+
+def test_token_batches_pack_sorted_lengths_under_both_limits():
+    from charfeat.models.backbone.inputs import token_batches
+
+    assert token_batches([10, 10, 20, 30, 30], max_size=4, max_tokens=60) == [[0, 1, 2], [3, 4]]
+    assert token_batches([10, 10, 20, 30, 30], max_size=2, max_tokens=None) == [[0, 1], [2, 3], [4]]
+    assert token_batches([10, 90], max_size=4, max_tokens=60) == [[0], [1]]  # too long alone: its own batch

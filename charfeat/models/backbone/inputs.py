@@ -26,15 +26,12 @@ def padded_tokens(lengths: list[int]) -> int:
 
 def token_batches(lengths: list[int], max_size: int, max_tokens: int | None) -> list[list[int]]:
     """Consecutive positions of ``lengths`` (sort them first to keep padding low) in batches of at
-    most ``max_size`` items and ``max_tokens`` padded tokens (None: no token limit). An item longer
-    than ``max_tokens`` on its own cannot be batched: ValueError naming its position and length."""
+    most ``max_size`` items and ``max_tokens`` padded tokens (None: no token limit); an item longer
+    than ``max_tokens`` on its own is a batch of its own (the caller decides whether that is an error)."""
     batches: list[list[int]] = []
     current: list[int] = []
     longest = 0
     for position, length in enumerate(lengths):
-        if max_tokens is not None and length > max_tokens:
-            raise ValueError(f"item {position} needs {length} tokens, more than backbone.max_tokens_per_batch="
-                             f"{max_tokens}: raise it, or lower backbone.max_pixels")
         fits = len(current) < max_size and (max_tokens is None or (len(current) + 1) * max(longest, length) <= max_tokens)
         if current and not fits:
             batches.append(current)
