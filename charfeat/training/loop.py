@@ -174,8 +174,8 @@ class Trainer:
         batches = list(self.sampler)
         remaining = batches[p.step_in_epoch:]
         views = self._views(epoch)
-        inputs = iter(self.extractor.loader(self.data, "train", self.records["train"], remaining,
-                                            ViewSpec(self.augment, epoch))) if self.features is None else None
+        inputs = self.extractor.loader(self.data, "train", self.records["train"], remaining,
+                                       ViewSpec(self.augment, epoch)) if self.features is None else None
         try:
             return self._train_batches(epoch, remaining, len(batches), inputs, views, stop, bar)
         finally:
@@ -183,6 +183,7 @@ class Trainer:
 
     def _train_batches(self, epoch: int, remaining: list[list[int]], epoch_batches: int, inputs, views,
                        stop: StopSignal, bar) -> bool:
+        """Train on ``remaining`` (the input pipeline's ``inputs`` for them, or cached features of ``views``)."""
         p, max_steps = self.progress, self.cfg.max_steps
         for index in remaining:
             chunks = next(inputs) if inputs is not None else None
@@ -281,8 +282,6 @@ class Trainer:
         with respect to those features, then each chunk again with gradients, given that gradient.
         Each chunk's second pass replays its first pass's random draws (LoRA dropout): the gradients
         are those of one pass over the whole batch."""
-        from charfeat.training.state import rng_state, set_rng_state
-
         states, pooled = [], []
         with torch.no_grad():
             for chunk in chunks:
