@@ -129,18 +129,23 @@ class Trainer:
         return distributed.shard(records, self.rank, self.world_size)
 
     def _extract_features(self) -> None:
-        """Each process extracts a contiguous share of the records (into the shared feature cache), then
-        all processes hold all features: the training split's as [views, N, dim] when augmented."""
-        self.features = {split: distributed.gather_shards(
-            self.extractor.extract(self.data, split, self.shard(records)), len(records))
-            for split, records in self.records.items()}
+        """Every process holds every feature (the training split's as [views, N, dim] when augmented);
+        each extracted its contiguous share into the shared feature cache."""
         if augments(self.augment):
-            records = self.records["train"]
-            self.features["train"] = torch.stack([distributed.gather_shards(self.extractor.extract(
-                self.data, "train", self.shard(records), view=ViewSpec(self.augment, view, by_content=True)),
-                len(records)) for view in range(self.augment.views)])
+            train = torch.stack([self._gathered("train", ViewSpec(self.augment, view, by_content=True))
+                                 for view in range(self.augment.views)])
             log.info("augment=%s: %d view(s) of each training image; each epoch uses one", self.augment.name,
                      self.augment.views)
+        else:
+            train = self._gathered("train")
+        self.features = {"train": train, "val": self._gathered("val")}
+
+    def _gathered(self, split: str, view: ViewSpec = ViewSpec()) -> torch.Tensor:
+        """The backbone's features of every record of ``split`` (in ``view``), on every process, each
+        process extracting a contiguous share."""
+        records = self.records[split]
+        return distributed.gather_shards(self.extractor.extract(self.data, split, self.shard(records), view=view),
+                                         len(records))
 
     def _views(self, epoch: int) -> torch.Tensor | None:
         """Which cached view of each training image ``epoch`` uses (seeded by the epoch: a resumed run
@@ -349,8 +354,7 @@ class Trainer:
             return self.features[split]
         self.backbone.eval()
         with autocast(self.device, self.cfg.precision):
-            mine = self.extractor.extract(self.data, split, self.shard(self.records[split]))
-        return distributed.gather_shards(mine, len(self.records[split]))
+            return self._gathered(split)
 
     def score(self, embeddings: torch.Tensor) -> dict:
         """Retrieval metrics of validation embeddings (of ``trainer.eval_max_queries`` seeded queries, the

@@ -55,3 +55,18 @@ def test_eval_max_queries_subsets_the_epochs_not_the_final_evaluation(compose_cf
         assert row["precision_at_1"] * 5 == pytest.approx(round(row["precision_at_1"] * 5))  # a fifth at a time
     ids, _ = read_per_query(tmp_path / "run" / "per_query.npz")
     assert len(ids) == 24
+
+
+def test_a_frozen_run_extracts_each_view_once_and_not_the_plain_training_images(compose_cfg, tmp_path, caplog):
+    import logging
+
+    cache = f"backbone.feature_cache={tmp_path / 'features'}"
+    with caplog.at_level(logging.INFO, logger="charfeat.features"):
+        train(compose_cfg(*SMALL, "augment=light", "augment.views=3", cache))
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("features ")]
+    assert [line.split(":")[0] for line in lines] == ["features train"] * 3 + ["features val"]
+    assert all(", 0 from the cache" in line for line in lines)  # three distinct views, none the plain image
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="charfeat.features"):
+        train(compose_cfg(*SMALL, "augment=light", "augment.views=3", "trainer.epochs=3", cache))
+    assert all(r.getMessage().endswith(" 0 computed") for r in caplog.records if r.getMessage().startswith("features "))
