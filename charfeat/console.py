@@ -96,10 +96,10 @@ class QuietLibraries(Callback):
 def progress(iterable=None, *, main: bool = False, **kwargs):
     """A tqdm progress bar, drawn by the main process only (under torchrun, RANK 0). ``main``: the
     run's one bar, always drawn there; any other bar (extraction, fingerprints) only on a terminal,
-    so logs and captured output hold no flashing bars."""
+    so logs and captured output hold no flashing bars. ``TQDM_DISABLE=1`` turns every bar off."""
     from tqdm.auto import tqdm
 
-    if int(os.environ.get("RANK", "0")) > 0:
+    if int(os.environ.get("RANK", "0")) > 0 or os.environ.get("TQDM_DISABLE", "").lower() in ("1", "true"):
         disable = True
     else:
         disable = False if main else None  # None: tqdm draws only on a terminal

@@ -185,3 +185,11 @@ def test_help_with_a_bad_override_says_so_as_hydra_does(capsys):
         print_help("train", ["backbone=nope"])
     assert exit_.value.code == 1
     assert "Could not find 'backbone/nope'" in capsys.readouterr().err
+
+
+def test_tqdm_disable_turns_every_bar_off(monkeypatch):
+    from charfeat.console import progress
+
+    assert not progress(range(3), main=True).disable
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    assert progress(range(3), main=True).disable
