@@ -133,15 +133,21 @@ class _BlockSearch:
         self.labels, self.k_max, self.keep = labels, k_max, keep
         self.buffers = threading.local()
 
+    def _buffer(self, name: str, size: int) -> np.ndarray:
+        """This thread's float32 buffer ``name`` of at least ``size`` values, reused from block to
+        block: a fresh array of this size per block costs its page faults (~15 % of the multiply's
+        time, and the threads serialise on them)."""
+        buffer = getattr(self.buffers, name, None)
+        if buffer is None or len(buffer) < size:
+            buffer = np.empty(size, np.float32)
+            setattr(self.buffers, name, buffer)
+        return buffer[:size]
+
     def _similarities(self, items: torch.Tensor) -> np.ndarray:
-        """[B, n] similarities, written into this thread's reused buffer: a fresh 128 MB array per
-        block costs its page faults (~15 % of the multiply's time, and the threads serialise on them)."""
-        buffer = getattr(self.buffers, "sims", None)
-        if buffer is None or len(buffer) < len(items):
-            buffer = self.buffers.sims = torch.empty(len(items), len(self.labels))
-        out = buffer[:len(items)]
-        torch.matmul(self.gallery[self.position[items]], self.gallery.T, out=out)
-        return out.numpy()
+        """[B, n] similarities, written into this thread's reused buffer."""
+        out = self._buffer("sims", len(items) * len(self.labels)).reshape(len(items), len(self.labels))
+        torch.matmul(self.gallery[self.position[items]], self.gallery.T, out=torch.from_numpy(out))
+        return out
 
     def __call__(self, items: torch.Tensor):
         sims = self._similarities(items)
@@ -176,8 +182,8 @@ class _BlockSearch:
         columns and their similarities, and whether the row's columns at or above ``bound`` were
         fewer than k_max or not all above the k_max-th best (then redo the row with a lower bound).
 
-        Only the columns at or above the bound are gathered (ascending, so a row's same-class ones
-        stay one slice) and marked; -inf pads the rows to one width."""
+        Only the columns at or above the bound are gathered, ascending, so a row's same-class ones
+        stay one slice [low, high); -inf pads the rows to one width, in this thread's reused buffer."""
         k = self.k_max
         mask = np.empty(sims.shape[1], bool)
         columns = []
@@ -185,17 +191,19 @@ class _BlockSearch:
             np.greater_equal(sims[row], value, out=mask)
             columns.append(np.flatnonzero(mask))
         width = max(max(len(c) for c in columns), k)
-        values = np.full((len(rows), width), -np.inf, np.float32)
-        padded = np.full((len(rows), width), -1, np.int64)
+        values = self._buffer("gathered", len(rows) * width).reshape(len(rows), width)
+        low, high = np.empty(len(rows), np.int64), np.empty(len(rows), np.int64)
         for i, (row, c) in enumerate(zip(rows, columns)):
-            values[i, :len(c)] = sims[row, c]
-            padded[i, :len(c)] = c
-        nearest, scores = self._nearest(values)
-        nearest = np.take_along_axis(padded, nearest, axis=1)
-        same = (padded >= begins[:, None]) & (padded < ends[:, None])
+            np.take(sims[row], c, out=values[i, :len(c)], mode="clip")  # "raise" would copy through a buffer
+            values[i, len(c):] = -np.inf
+            low[i], high[i] = np.searchsorted(c, (begins[i], ends[i]))
+        positions, scores = self._nearest(values)
+        # a row with fewer than ``keep`` columns has fewer than k_max: it fails and is redone
+        nearest = np.stack([c[p] if len(c) >= self.keep else np.zeros_like(p) for c, p in zip(columns, positions)])
+        position = np.arange(width)
         bits = values.view(np.int32)
         np.bitwise_and(bits, -2, out=bits)
-        np.bitwise_or(bits, same, out=bits, casting="unsafe")
+        np.bitwise_or(bits, (position >= low[:, None]) & (position < high[:, None]), out=bits, casting="unsafe")
         values.partition(width - k, axis=1)  # the k best of each row, unordered, at its end
         # Outside the kept columns a marked value is at most the bound (one unit in the last place
         # above a smaller value): the k-th best kept must lie strictly above it.
