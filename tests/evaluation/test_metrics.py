@@ -2,6 +2,7 @@
 
 import itertools
 
+import numpy as np
 import pytest
 import torch
 from torch.nn import functional as F
@@ -64,6 +65,27 @@ def test_blocks_give_the_same_answer(monkeypatch):
         assert blocked[name] == pytest.approx(whole[name])
     assert blocked["per_class_precision_at_1"] == pytest.approx(whole["per_class_precision_at_1"])
     assert blocked["nn_confusion"] == whole["nn_confusion"]
+
+
+@pytest.mark.parametrize("bound", ["too high: every row is redone", "lowest: every column is kept"])
+def test_the_rows_bound_changes_no_result(monkeypatch, bound):
+    """The search ranks only the columns above a bound sampled per row; a bound that keeps too few
+    (the row is redone with every column) or every column gives the same results, bit for bit."""
+    generator = torch.Generator().manual_seed(4)
+    labels = torch.randint(0, 5, (400,), generator=generator)
+    embeddings = F.normalize(torch.randn(5, 16, generator=generator)[labels] + torch.randn(400, 16, generator=generator), dim=1)
+    sampled_bounds = []
+    threshold = metrics_module._BlockSearch._threshold
+    monkeypatch.setattr(metrics_module._BlockSearch, "_threshold",
+                        lambda self, sims: sampled_bounds.append(threshold(self, sims)) or sampled_bounds[-1])
+    sampled = query_results(embeddings, labels, keep=3)
+    assert (np.concatenate(sampled_bounds) > -1).all()  # the sample did bound every row at this size
+    value = 1.5 if bound.startswith("too high") else metrics_module._LOWEST
+    monkeypatch.setattr(metrics_module._BlockSearch, "_threshold", lambda self, sims: np.full(len(sims), value, np.float32))
+    forced = query_results(embeddings, labels, keep=3)
+    for name in SCALAR_METRICS:
+        assert torch.equal(forced.values[name], sampled.values[name]), name
+    assert torch.equal(forced.neighbours, sampled.neighbours) and torch.equal(forced.scores, sampled.scores)
 
 
 def test_needs_two_embeddings():
