@@ -28,9 +28,9 @@ from charfeat.errors import ConfigError, UserError
 from charfeat.models.backbone.encoder import InputEncoder
 from charfeat.models.backbone.inputs import token_batches
 
-# Decoded pixels a worker holds at once (the window used to be 8 batches: ~9 GB of 12 MP photos at
-# batch 32). Small images still fill 8 batches (1,700 of 224 px), so sorting by length keeps
-# working; large ones are resized to the same pixel budget anyway, so their order hardly matters.
+# Decoded pixels a worker holds at once (a window of 8 batches of 12 MP photos at batch 32 was
+# ~9 GB). Small images fill a whole group (1,700 of 224 px fit), so sorting by length keeps working;
+# large ones are resized to the same pixel budget anyway, so their order hardly matters.
 WINDOW_BYTES = 256 * 1024 * 1024
 MAX_DEFAULT_WORKERS = 8
 
