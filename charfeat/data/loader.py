@@ -25,6 +25,7 @@ from charfeat.data.augment import Augment, augments
 from charfeat.data.records import Record
 from charfeat.data.sources.base import DataSource
 from charfeat.errors import ConfigError, UserError
+from charfeat.features.cache import item_key
 from charfeat.models.backbone.encoder import InputEncoder
 from charfeat.models.backbone.inputs import token_batches
 
@@ -74,10 +75,11 @@ class ViewSpec:
 class InputGroups(Dataset):
     """Item ``i``: the records at ``groups[i]`` (positions in ``records``, a split) as a list of `Chunk`s.
 
-    ``texts`` are the records' texts beside the image; ``keyed``: compute content keys (feature cache)."""
+    ``texts`` are the records' texts beside the image; chunks hold at most ``max_size`` images (None:
+    a whole group) and ``max_tokens`` padded tokens; ``keyed``: compute content keys (feature cache)."""
 
     def __init__(self, data: DataSource, split: str, records: list[Record], texts: list[str | None],
-                 groups: list[list[int]], encoder: InputEncoder, max_size: int, max_tokens: int | None,
+                 groups: list[list[int]], encoder: InputEncoder, max_size: int | None, max_tokens: int | None,
                  view: ViewSpec = ViewSpec(), keyed: bool = False):
         self.data, self.split, self.records, self.texts, self.groups = data, split, records, texts, groups
         self.encoder, self.max_size, self.max_tokens, self.view, self.keyed = encoder, max_size, max_tokens, view, keyed
@@ -97,8 +99,6 @@ class InputGroups(Dataset):
             return err
 
     def _prepare(self, group: list[int]) -> list[Chunk]:
-        from charfeat.features.cache import item_key
-
         if get_worker_info() is not None:  # read ahead within this group only: the next belongs to another worker
             self.data.read_ahead_within(self.split, [self.records[p].filename for p in group])
         augment, chunks = self.view.augment, []

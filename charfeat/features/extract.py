@@ -92,10 +92,13 @@ class FeatureExtractor:
         return split_on_oom(lambda batch: self.backbone.pool(**batch), inputs)
 
     def loader(self, data: DataSource, split: str, records: list[Record], groups: list[list[int]],
-               view: ViewSpec = ViewSpec(), keyed: bool = False):
-        """The input pipeline over ``groups`` of ``records``: each item a list of `Chunk`s."""
+               view: ViewSpec = ViewSpec(), keyed: bool = False, whole_groups: bool = False):
+        """The input pipeline over ``groups`` of ``records``: each item a list of `Chunk`s of at most
+        ``batch_size`` images (``whole_groups``: a group's images at once, e.g. a P×K batch) and
+        ``backbone.max_tokens_per_batch`` tokens."""
         dataset = InputGroups(data, split, records, self.texts(records), groups, self.backbone.encoder,
-                              self.batch_size, self.backbone.max_tokens_per_batch, view, keyed or view.by_content)
+                              None if whole_groups else self.batch_size, self.backbone.max_tokens_per_batch, view,
+                              keyed or view.by_content)
         return input_batches(dataset, self.device)
 
     @torch.no_grad()

@@ -180,7 +180,7 @@ class Trainer:
         remaining = batches[p.step_in_epoch:]
         views = self._views(epoch)
         inputs = self.extractor.loader(self.data, "train", self.records["train"], remaining,
-                                       ViewSpec(self.augment, epoch)) if self.features is None else None
+                                       ViewSpec(self.augment, epoch), whole_groups=True) if self.features is None else None
         try:
             return self._train_batches(epoch, remaining, len(batches), inputs, views, stop, bar)
         finally:

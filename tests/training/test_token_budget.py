@@ -77,3 +77,10 @@ def test_an_out_of_memory_training_batch_runs_again_in_two_chunks(compose_cfg, t
         retried = first_gradients(compose_cfg, tmp_path, monkeypatch, "retried")
     assert caplog.text.count("running it in two chunks") == 1
     assert_same(retried, whole)
+
+
+def test_a_batch_larger_than_embed_batch_size_trains_in_one_pass(compose_cfg, tmp_path, monkeypatch):
+    chunked = []
+    monkeypatch.setattr(loop.Trainer, "_chunked_backward", lambda self, *a: chunked.append(1))
+    first_gradients(compose_cfg, tmp_path, monkeypatch, "big", "trainer.embed_batch_size=4")  # P×K = 16 images
+    assert chunked == []

@@ -24,15 +24,15 @@ def padded_tokens(lengths: list[int]) -> int:
     return len(lengths) * max(lengths, default=0)
 
 
-def token_batches(lengths: list[int], max_size: int, max_tokens: int | None) -> list[list[int]]:
+def token_batches(lengths: list[int], max_size: int | None, max_tokens: int | None) -> list[list[int]]:
     """Consecutive positions of ``lengths`` (sort them first to keep padding low) in batches of at
-    most ``max_size`` items and ``max_tokens`` padded tokens (None: no token limit); an item longer
+    most ``max_size`` items and ``max_tokens`` padded tokens (None: no such limit); an item longer
     than ``max_tokens`` on its own is a batch of its own (the caller decides whether that is an error)."""
     batches: list[list[int]] = []
     current: list[int] = []
     longest = 0
     for position, length in enumerate(lengths):
-        fits = len(current) < max_size and (max_tokens is None or (len(current) + 1) * max(longest, length) <= max_tokens)
+        fits = (max_size is None or len(current) < max_size) and (max_tokens is None or (len(current) + 1) * max(longest, length) <= max_tokens)
         if current and not fits:
             batches.append(current)
             current, longest = [], 0
