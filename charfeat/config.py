@@ -171,8 +171,8 @@ class ImagesConfig:
 
     # larger images are bad records (decompression bombs); 150 MP covers full-resolution phone photos
     max_image_pixels: Optional[int] = 150_000_000
-    # DataLoader worker processes that fetch, decode, augment and preprocess images for a backbone
-    # pass; 0: in the training process; null: sized to the machine (its cores less one, at most 8)
+    # input-pipeline processes (fetch, decode, augment, preprocess); null: the cores less one, at most 8
+    # (under torchrun, this process's share of the node's cores); 0: all in the training process
     num_workers: Optional[int] = None
 
 
@@ -301,8 +301,8 @@ class BackboneConfig:
     attn_implementation: Optional[AttnImplementation] = AttnImplementation.sdpa  # transformers' attention kernel
     gradient_checkpointing: bool = False  # recompute activations in backward when training
     feature_cache: Optional[str] = SI("${paths.cache_dir}/features")  # frozen features on disk; null = off
-    # padded tokens (rows x the longest row) per backbone forward, in extraction and training: images of
-    # different sizes make different batch sizes; null: trainer.embed_batch_size images / a P×K batch at once
+    # padded tokens (rows x longest row) per backbone forward; null: embed_batch_size images, a P×K batch whole
+    # Extraction batches hold as many images as fit; a larger training batch runs in chunks (gradient cache).
     max_tokens_per_batch: Optional[int] = None
     # build this random model at name_or_path first if nothing is there; null: name_or_path must exist
     build_random: Optional[RandomModel] = None
