@@ -35,7 +35,7 @@ from charfeat.evaluation.metrics import retrieval_metrics
 from charfeat.evaluation.results import scalars, with_class_names
 from charfeat.features.extract import FeatureExtractor
 from charfeat.inference import embed_features, embed_records
-from charfeat.models.backbone.inputs import batch_size, select_rows
+from charfeat.models.backbone.inputs import batch_size, halves_after_oom, select_rows
 from charfeat.training import distributed
 from charfeat.training.schedule import lr_factor
 from charfeat.training.signals import StopSignal, TrainingInterrupted
@@ -264,14 +264,8 @@ class Trainer:
             if not retry or rows < 2:
                 raise
         self.optimizer.zero_grad(set_to_none=True)  # whatever the failed backward left
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-        log.warning("out of memory on a training batch of %d images (%d tokens): running it in two chunks; set "
-                    "backbone.max_tokens_per_batch below that to avoid the retry", rows,
-                    rows * chunk.inputs["input_ids"].shape[1])
-        half = (rows + 1) // 2
-        halves = [Chunk([chunk.positions[i] for i in part], select_rows(chunk.inputs, list(part)))
-                  for part in (range(half), range(half, rows))]
+        halves = [Chunk([chunk.positions[i] for i in part], select_rows(chunk.inputs, part))
+                  for part in halves_after_oom(chunk.inputs, "a training batch")]
         return self._chunked_backward(halves, rows, labels, group_size)
 
     def _embed_chunk(self, chunk: Chunk) -> torch.Tensor:

@@ -75,7 +75,7 @@ def test_an_out_of_memory_training_batch_runs_again_in_two_chunks(compose_cfg, t
     monkeypatch.setattr(loop.Trainer, "_pool", pool_that_fits_eight)
     with caplog.at_level(logging.WARNING):
         retried = first_gradients(compose_cfg, tmp_path, monkeypatch, "retried")
-    assert caplog.text.count("running it in two chunks") == 1
+    assert caplog.text.count("out of memory on a training batch of 16 images") == 1
     assert_same(retried, whole)
 
 

@@ -70,14 +70,20 @@ def split_on_oom(run: Callable[[dict[str, torch.Tensor]], torch.Tensor],
     try:
         return run(inputs)
     except torch.OutOfMemoryError:
-        rows = batch_size(inputs)
-        if rows < 2:
+        if batch_size(inputs) < 2:
             raise
     # retried outside the except block: the failed attempt's traceback holds its activations
+    return torch.cat([run(select_rows(inputs, rows)) for rows in halves_after_oom(inputs, "a batch")])
+
+
+def halves_after_oom(inputs: dict[str, torch.Tensor], what: str) -> list[list[int]]:
+    """After ``inputs`` (``what``: which batch) ran out of accelerator memory: the allocator's cache
+    freed, a warning, and the two halves of its rows to run instead."""
+    rows = batch_size(inputs)
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-    log.warning("out of memory on a batch of %d images (%d tokens): running it as two halves; set "
-                "backbone.max_tokens_per_batch below that to avoid the retry", rows,
+    log.warning("out of memory on %s of %d images (%d tokens): running it as two halves; set "
+                "backbone.max_tokens_per_batch below that to avoid the retry", what, rows,
                 rows * inputs["input_ids"].shape[1])
     half = (rows + 1) // 2
-    return torch.cat([run(select_rows(inputs, list(part))) for part in (range(half), range(half, rows))])
+    return [list(range(half)), list(range(half, rows))]
