@@ -123,8 +123,10 @@ class InputGroups(Dataset):
 
     def _check_lengths(self, where: list[int], lengths: list[int]) -> None:
         """An image whose input alone exceeds ``backbone.max_tokens_per_batch`` is a config error naming it."""
+        if self.max_tokens is None:
+            return
         for position, length in zip(where, lengths):
-            if self.max_tokens is not None and length > self.max_tokens:
+            if length > self.max_tokens:
                 record = self.records[position]
                 raise ConfigError(f"{self.data.location(self.split, record.filename)} (id {record.id}): its input is "
                                   f"{length} tokens, more than backbone.max_tokens_per_batch={self.max_tokens}; raise "

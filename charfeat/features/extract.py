@@ -92,11 +92,13 @@ class FeatureExtractor:
         return split_on_oom(lambda batch: self.backbone.pool(**batch), inputs)
 
     def loader(self, data: DataSource, split: str, records: list[Record], groups: list[list[int]],
-               view: ViewSpec = ViewSpec(), keyed: bool = False, whole_groups: bool = False):
+               view: ViewSpec = ViewSpec(), keyed: bool = False, whole_groups: bool = False,
+               texts: list[str | None] | None = None):
         """The input pipeline over ``groups`` of ``records``: each item a list of `Chunk`s of at most
         ``batch_size`` images (``whole_groups``: a group's images at once, e.g. a P×K batch) and
-        ``backbone.max_tokens_per_batch`` tokens."""
-        dataset = InputGroups(data, split, records, self.texts(records), groups, self.backbone.encoder,
+        ``backbone.max_tokens_per_batch`` tokens. ``texts``: the records' `texts`, if the caller has them."""
+        texts = self.texts(records) if texts is None else texts
+        dataset = InputGroups(data, split, records, texts, groups, self.backbone.encoder,
                               None if whole_groups else self.batch_size, self.backbone.max_tokens_per_batch, view,
                               keyed or view.by_content)
         return input_batches(dataset, self.device)
@@ -113,13 +115,15 @@ class FeatureExtractor:
             raise ValueError(f"no records to embed in split {split!r}")
         stats = stats if stats is not None else ExtractionStats()
         out: list[torch.Tensor | None] = [None] * len(records)
-        aliases = self._found_by_alias(data, split, records, out, stats, view)
+        texts = self.texts(records)
+        aliases = self._found_by_alias(data, split, records, texts, out, stats, view)
         todo = [i for i, feature in enumerate(out) if feature is None]
         size = GROUP_BATCHES * self.batch_size
         groups = [todo[start:start + size] for start in range(0, len(todo), size)]
         with progress(total=len(records), initial=len(records) - len(todo), desc=f"embed {split}", unit="image",
                       leave=False) as bar:
-            for group, chunks in zip(groups, self.loader(data, split, records, groups, view, self.cache is not None)):
+            batches = self.loader(data, split, records, groups, view, self.cache is not None, texts=texts)
+            for group, chunks in zip(groups, batches):
                 for chunk in chunks:
                     self._extract_chunk(chunk, [group[p] for p in chunk.positions], out, aliases, view, stats)
                     bar.update(len(chunk.positions))
@@ -137,14 +141,14 @@ class FeatureExtractor:
             result[start:start + len(done)] = done
         return result
 
-    def _found_by_alias(self, data: DataSource, split: str, records: list[Record], out: list,
-                        stats: ExtractionStats, view: ViewSpec) -> list[bytes | None]:
+    def _found_by_alias(self, data: DataSource, split: str, records: list[Record], texts: list[str | None],
+                        out: list, stats: ExtractionStats, view: ViewSpec) -> list[bytes | None]:
         """Fill ``out`` with the features the cache finds by each record's alias (its image unread);
         returns every record's alias (None where the source cannot identify the image)."""
         if self.cache is None:
             return [None] * len(records)
         aliases = [None if (identity := data.identity(split, r.filename)) is None else alias_key(identity, text)
-                   for r, text in zip(records, self.texts(records))]
+                   for r, text in zip(records, texts)]
         keys = self.cache.resolve(aliases)
         known = [i for i, key in enumerate(keys) if key is not None]
         for i, feature in zip(known, self.cache.get(self._feature_keys([keys[i] for i in known], view))):
