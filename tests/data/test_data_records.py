@@ -207,6 +207,50 @@ def test_local_training_never_reads_a_file_outside_data_root(tmp_path):
     assert "outside the image folder" in data.describe_issues() and "train.jsonl:3" in data.describe_issues()
 
 
+def test_a_linked_subfolder_is_resolved_and_refused_when_it_leaves_the_image_folder(tmp_path):
+    """Only the file's own name was a link above; a folder in the filename's path can be one too."""
+    from PIL import Image
+
+    root = tmp_path / "dataset"
+    root.mkdir()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    Image.new("RGB", (8, 8), (1, 2, 3)).save(outside / "x.jpg")
+    data = make_local(root, GOOD, [record(5)])
+    (root / "images" / "sub").symlink_to(outside)
+    assert data.missing("train", ["sub/x.jpg"]) == {
+        "sub/x.jpg": f"resolves to {outside.resolve() / 'x.jpg'}, outside the image folder {data.folder}"}
+
+
+def test_identity_is_the_resolved_path_and_stat_whether_or_not_a_link_is_on_the_way(tmp_path):
+    """The cheap path (no link: one lstat per part) gives what a full resolve gives, so the feature
+    cache finds the same entries; a link inside the folder names the file it points to."""
+    import os
+
+    from PIL import Image
+
+    root = tmp_path / "dataset"
+    root.mkdir()
+    data = make_local(root, GOOD, [record(5)])
+    images = root / "images"
+    (images / "nested").mkdir()
+    for name in ("a.jpg", "nested/b.jpg"):
+        Image.new("RGB", (8, 8), (1, 2, 3)).save(images / name)
+    (images / "link.jpg").symlink_to(images / "nested" / "b.jpg")
+    (images / "linked").symlink_to(images / "nested")
+
+    def by_realpath(name):
+        st = os.stat(images / name)
+        return f"file:{os.path.realpath(images / name)}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
+
+    for name in ("a.jpg", "nested/b.jpg", "./a.jpg", "link.jpg", "linked/b.jpg"):
+        assert data.identity("train", name) == by_realpath(name), name
+    assert data.identity("train", "link.jpg") == data.identity("train", "nested/b.jpg")
+    assert data.identity("train", "absent.jpg") is None and data.identity("train", "nested/absent.jpg") is None
+    assert data.missing("train", ["a.jpg", "link.jpg", "linked/b.jpg", "absent.jpg", "nested"]) == {
+        "absent.jpg": "not found", "nested": "not found"}
+
+
 def test_non_utf8_bytes_are_a_record_error_naming_the_line(tmp_path):
     path = tmp_path / "train.jsonl"
     path.write_bytes(json.dumps(GOOD[0]).encode() + b"\n" + b'{"id": "caf\xe9"}\n' + json.dumps(GOOD[1]).encode() + b"\n")

@@ -5,6 +5,9 @@ path must also stay inside the image folder, so a symlink in it cannot point tra
 other file on the machine.
 """
 
+import os
+import stat
+from functools import cached_property
 from pathlib import Path
 
 from charfeat.data.sources.base import DataSource
@@ -18,24 +21,49 @@ class LocalData(DataSource):
     def location(self, split: str, filename: str) -> str:
         return str(self.image_dir / filename)
 
+    @cached_property
+    def folder(self) -> str:
+        """The image folder, symlinks resolved (once: a run's folder does not move)."""
+        return os.path.realpath(self.image_dir)
+
+    def resolved(self, filename: str) -> tuple[str, os.stat_result | None]:
+        """The file's path with symlinks resolved, and its stat (None: no such file). Cheap in the
+        usual case, no link below the image folder: one lstat per part of ``filename`` instead of
+        a realpath walk from / (a million images are a million calls); a link is resolved."""
+        parts = (filename,) if "/" not in filename and filename not in (".", "..") else Path(filename).parts
+        if ".." not in parts:
+            path = os.path.join(self.folder, *parts)
+            try:
+                for depth in range(1, len(parts)):
+                    if stat.S_ISLNK(os.lstat(os.path.join(self.folder, *parts[:depth])).st_mode):
+                        break
+                else:
+                    st = os.lstat(path)
+                    if not stat.S_ISLNK(st.st_mode):
+                        return path, st
+            except OSError:
+                return path, None
+        path = os.path.realpath(self.image_dir / filename)
+        try:
+            return path, os.stat(path)
+        except OSError:
+            return path, None
+
     def identity(self, split: str, filename: str) -> str | None:
         """The resolved path with its inode, size, mtime and ctime: a rewrite, a copy over it or a
         restore that keeps the old mtime (which still sets a new ctime) each changes it."""
-        path = (self.image_dir / filename).resolve()
-        try:
-            st = path.stat()
-        except OSError:
+        path, st = self.resolved(filename)
+        if st is None:
             return None
         return f"file:{path}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
 
     def missing(self, split: str, filenames: list[str]) -> dict[str, str]:
-        folder = self.image_dir.resolve()
         missing = {}
         for name in filenames:
-            path = self.image_dir / name
-            if not path.resolve().is_relative_to(folder):
-                missing[name] = f"resolves to {path.resolve()}, outside the image folder {folder}"
-            elif not path.is_file():
+            path, st = self.resolved(name)
+            if not path.startswith(os.path.join(self.folder, "")):
+                missing[name] = f"resolves to {path}, outside the image folder {self.folder}"
+            elif st is None or not stat.S_ISREG(st.st_mode):
                 missing[name] = "not found"
         return missing
 
