@@ -83,6 +83,7 @@ class InputGroups(Dataset):
                  view: ViewSpec = ViewSpec(), keyed: bool = False):
         self.data, self.split, self.records, self.texts, self.groups = data, split, records, texts, groups
         self.encoder, self.max_size, self.max_tokens, self.view, self.keyed = encoder, max_size, max_tokens, view, keyed
+        encoder.processor  # noqa: B018 - read here, once, not by every worker
 
     def __len__(self) -> int:
         return len(self.groups)

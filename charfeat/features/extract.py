@@ -122,7 +122,8 @@ class FeatureExtractor:
         groups = [todo[start:start + size] for start in range(0, len(todo), size)]
         with progress(total=len(records), initial=len(records) - len(todo), desc=f"embed {split}", unit="image",
                       leave=False) as bar:
-            batches = self.loader(data, split, records, groups, view, self.cache is not None, texts=texts)
+            keyed = self.cache is not None
+            batches = self.loader(data, split, records, groups, view, keyed, texts=texts) if groups else []
             for group, chunks in zip(groups, batches):
                 for chunk in chunks:
                     self._extract_chunk(chunk, [group[p] for p in chunk.positions], out, aliases, view, stats)

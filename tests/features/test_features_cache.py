@@ -104,6 +104,12 @@ def test_identified_images_are_found_without_reading_them_or_loading_the_backbon
     second, stats = run(fresh, data, records)
     assert (stats.cache_hits, stats.unread, stats.computed) == (10, 8, 0)
     assert data.loaded == 2 and not fresh.loaded  # only the unidentified two were read; no forward, no weights
+    assert "processor" in fresh.encoder.__dict__  # the two read images went through it
+
+    cached = backbone(tiny, tmp_path)
+    _, stats = run(cached, data, [r for r in records if r.filename in data.identities])
+    assert stats.unread == 8 and not cached.loaded
+    assert "processor" not in cached.encoder.__dict__  # nor its tokenizer: nothing was prepared
     assert torch.equal(first, second)
 
     data.identities["f3.jpg"] = "file:/photos/f3.jpg:size:new-mtime"  # the file changed: read and hashed again

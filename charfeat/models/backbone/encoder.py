@@ -25,26 +25,38 @@ def system_instruction(instruction: str) -> str:
 
 
 class InputEncoder:
-    """``processor`` (a `Qwen3VLImageTextProcessor`) in the input format of ``backbone.format``:
-    see `chat_text`. ``min_pixels``/``max_pixels`` override the processor's pixel range."""
+    """A `Qwen3VLImageTextProcessor` of the checkpoint in ``files``, in the input format of
+    ``backbone.format``: see `chat_text`. ``min_pixels``/``max_pixels`` override its pixel range.
 
-    def __init__(self, processor, input_format: InputFormat, prompt: str, instruction: str,
+    The processor is read on first use: its tokenizer (a large fraction of a second for Qwen3-VL's)
+    is not needed by a run whose features are all cached, such as a sweep's later jobs. The pixel
+    budget, part of every feature's cache key, comes from the image processor's settings alone.
+    """
+
+    def __init__(self, files: str, revision: str | None, input_format: InputFormat, prompt: str, instruction: str,
                  min_pixels: int | None, max_pixels: int | None):
-        from transformers.image_utils import SizeDict
+        from charfeat.models.backbone.processor import load_image_processor
 
-        self.processor, self.input_format, self.prompt = processor, input_format, prompt
+        self.files, self.revision, self.input_format, self.prompt = files, revision, input_format, prompt
         self.instruction = system_instruction(instruction)
-        size = processor.image_processor.size
+        size = load_image_processor(files, revision=revision).size
         lo = size.shortest_edge if min_pixels is None else min_pixels
         hi = size.longest_edge if max_pixels is None else max_pixels
         if lo > hi:
             raise ValueError(f"min_pixels={lo} exceeds max_pixels={hi}")
-        processor.image_processor.size = SizeDict(shortest_edge=lo, longest_edge=hi)
+        self.pixel_budget = (int(lo), int(hi))
 
-    @property
-    def pixel_budget(self) -> tuple[int, int]:
-        size = self.processor.image_processor.size
-        return int(size.shortest_edge), int(size.longest_edge)
+    @functools.cached_property
+    def processor(self):
+        """The processor, read now; its image processor resizes to ``pixel_budget``."""
+        from transformers.image_utils import SizeDict
+
+        from charfeat.models.backbone.processor import Qwen3VLImageTextProcessor
+
+        processor = Qwen3VLImageTextProcessor.from_pretrained(self.files, revision=self.revision)
+        lo, hi = self.pixel_budget
+        processor.image_processor.size = SizeDict(shortest_edge=lo, longest_edge=hi)
+        return processor
 
     def chat_text(self, text: str | None = None) -> str:
         """The chat-template text of one image and its record text (``text``), in ``backbone.format``:

@@ -87,8 +87,6 @@ class Qwen3VLBackbone(nn.Module):
         files = local_snapshot(str(name_or_path), revision)  # a directory; a hub model out of reach fails in seconds
         from transformers import AutoConfig
 
-        from charfeat.models.backbone.processor import Qwen3VLImageTextProcessor
-
         self.name_or_path = str(name_or_path)
         self.revision = revision
         self.input_format = format
@@ -100,8 +98,7 @@ class Qwen3VLBackbone(nn.Module):
         self.attn_implementation = attn_implementation
         self.feature_cache_dir = feature_cache
         self.config = AutoConfig.from_pretrained(files, revision=revision)
-        self.encoder = InputEncoder(Qwen3VLImageTextProcessor.from_pretrained(files, revision=revision), format,
-                                    prompt, instruction, min_pixels, max_pixels)
+        self.encoder = InputEncoder(files, revision, format, prompt, instruction, min_pixels, max_pixels)
         self.max_tokens_per_batch = max_tokens_per_batch
         self.image_token_id = self.config.image_token_id
         num_layers = self.config.text_config.num_hidden_layers

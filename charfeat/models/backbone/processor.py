@@ -38,7 +38,9 @@ class Qwen3VLImageTextProcessor(Qwen3VLProcessor):
         tokenizer = cls._load_tokenizer_from_pretrained(
             "tokenizer", pretrained_model_name_or_path, subfolder=subfolder, **kwargs
         )
-        image_processor = Qwen2VLImageProcessorPil.from_pretrained(
-            os.fspath(pretrained_model_name_or_path), subfolder=subfolder, **kwargs
-        )
-        return [image_processor, tokenizer]
+        return [load_image_processor(pretrained_model_name_or_path, subfolder=subfolder, **kwargs), tokenizer]
+
+
+def load_image_processor(pretrained_model_name_or_path, **kwargs) -> Qwen2VLImageProcessorPil:
+    """The checkpoint's image processor alone (its settings file only: no tokenizer), the PIL one."""
+    return Qwen2VLImageProcessorPil.from_pretrained(os.fspath(pretrained_model_name_or_path), **kwargs)
