@@ -23,8 +23,9 @@ def test_wheel_contains_every_module_and_config(tmp_path):
                    check=True, capture_output=True)
     (wheel,) = tmp_path.glob("charfeat-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    modules = {f"charfeat/{p.relative_to(source / 'charfeat').as_posix()}" for p in (source / "charfeat").rglob("*.py")}
+    modules = {p.relative_to(source).as_posix() for top in ("charfeat", "hydra_plugins") for p in (source / top).rglob("*.py")}
     configs = {f"charfeat/conf/{p.relative_to(source / 'conf').as_posix()}" for p in (source / "conf").rglob("*")
                if p.suffix in (".yaml", ".py")}
-    assert len(modules) > 30 and len(configs) > 15
+    assert len(modules) > 30 and len(configs) > 15 and "hydra_plugins/charfeat_sweeper/compose_once.py" in modules
+    assert "hydra_plugins/__init__.py" not in names  # a namespace package, shared with other plugins
     assert sorted(modules - names) == [] and sorted(configs - names) == []
