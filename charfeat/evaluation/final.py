@@ -32,6 +32,10 @@ MEANING = {"trained": "the trained model", "model": "the checkpoint's model",
            CHANCE: "the expected value under a random ranking of the gallery, on the same queries"}
 THUMBNAIL = 144  # px, shown at 72
 SHOWN_SUSPECTS = 20
+# Thumbnails made in this process, by image identity: the jobs of a sweep show mostly the same
+# suspects, each a full decode of a photo. Emptied past MAX_THUMBNAILS (about 8 KB each).
+_THUMBNAILS: dict[str, bytes] = {}
+MAX_THUMBNAILS = 4096
 
 
 @dataclass
@@ -115,15 +119,22 @@ def save_plots(plot_dir: Path, split: SplitEmbeddings, scores: Scores) -> dict[s
 
 
 def thumbnails(split: SplitEmbeddings, suspects: list[dict]) -> dict[str, bytes]:
-    """JPEG thumbnails of the shown suspects and their neighbours, by filename."""
+    """JPEG thumbnails of the shown suspects and their neighbours, by filename; an unchanged image
+    (the same identity) shown before in this process is not read again."""
     names = list(dict.fromkeys(name for s in suspects for name in
                                [s["filename"], *(n["filename"] for n in s["neighbours"][:5])]))
     by_name = {r.filename: r for r in split.records}
-    out = {}
-    for name, image in zip(names, split.data.load_images(split.split, [by_name[n] for n in names])):
+    keys = {name: key for name in names if (key := split.data.identity(split.split, name)) is not None}
+    out = {name: _THUMBNAILS[keys[name]] for name in names if keys.get(name) in _THUMBNAILS}
+    todo = [name for name in names if name not in out]
+    if len(_THUMBNAILS) + len(todo) > MAX_THUMBNAILS:
+        _THUMBNAILS.clear()
+    for name, image in zip(todo, split.data.load_images(split.split, [by_name[n] for n in todo]) if todo else []):
         image = image.convert("RGB")
         image.thumbnail((THUMBNAIL, THUMBNAIL))
         buffer = io.BytesIO()
         image.save(buffer, format="JPEG", quality=85)
         out[name] = buffer.getvalue()
-    return out
+        if name in keys:
+            _THUMBNAILS[keys[name]] = out[name]
+    return {name: out[name] for name in names}
