@@ -1,8 +1,8 @@
-"""List, prune or clear charfeat's caches (S3 objects, frozen features, sample sets).
+"""List, prune or clear charfeat's caches (S3 objects, frozen features, leak-check fingerprints, sample sets).
 
     python -m charfeat.cache list
-    python -m charfeat.cache prune --older-than 30d [s3 features sample_data]
-    python -m charfeat.cache clear [s3 features sample_data]
+    python -m charfeat.cache prune --older-than 30d [s3 features fingerprints sample_data]
+    python -m charfeat.cache clear [s3 features fingerprints sample_data]
 
 The cache dir is ``--cache-dir``, else ``CHARFEAT_CACHE_DIR``, else ``~/.cache/charfeat`` (where
 ``paths.cache_dir`` points by default). ``prune`` removes what no run has used for that long;

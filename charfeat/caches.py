@@ -109,7 +109,8 @@ def _sample_entries(root: Path) -> Iterator[Entry]:
 
 
 CACHES: dict[str, Callable[[Path], Iterator[Entry]]] = {
-    "s3": _s3_entries, "features": _feature_entries, "sample_data": _sample_entries}
+    "s3": _s3_entries, "features": _feature_entries, "fingerprints": _feature_entries,  # the same layout
+    "sample_data": _sample_entries}
 
 
 def entries(root: Path, name: str) -> list[Entry]:

@@ -197,6 +197,8 @@ class RecordsConfig(ImagesConfig):
     on_leak: OnLeak = OnLeak.error  # a group in both splits, or a near-duplicate image across them
     # near-duplicate images across splits: cosine of their 16x16 colour thumbnails above this; null: no check
     duplicate_threshold: Optional[float] = 0.97
+    # the images' thumbnails for that check, by image identity: a new run reads no image it has seen; null: off
+    fingerprint_cache: Optional[str] = SI("${paths.cache_dir}/fingerprints")
     # full for a trainable backbone or under on_bad_record=skip, header for a frozen one under error
     verify_images: VerifyImages = SI("${charfeat.verify_images:${oc.select:backbone.train,frozen},${.on_bad_record}}")
 
@@ -567,16 +569,18 @@ def build(schema: type, /, **values: Any) -> Any:
     """What composition builds from ``schema`` with ``values`` set: its defaults, each value checked
     (an unknown key, a wrong type or a choice outside its Enum fails, naming the key), instantiated.
 
-    For Python callers without a Hydra config (tests, experiments). A default that refers to the
-    rest of a run's config (``${paths.cache_dir}/...``) must be given a value here. A constructor's
-    own error comes out as itself, not wrapped in Hydra's InstantiationException.
+    For Python callers without a Hydra config (tests, experiments). A default that refers to
+    ``paths`` (``${paths.cache_dir}/...``) resolves against `PathsConfig`'s defaults; one that
+    refers to the rest of a run's config must be given a value here. A constructor's own error
+    comes out as itself, not wrapped in Hydra's InstantiationException.
     """
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate
 
-    node = OmegaConf.merge(OmegaConf.structured(schema), values)
+    config = OmegaConf.create({"paths": OmegaConf.structured(PathsConfig)})
+    config.node = OmegaConf.merge(OmegaConf.structured(schema), values)
     try:
-        return instantiate(node)
+        return instantiate(config.node)
     except InstantiationException as err:
         if err.__cause__ is None:
             raise

@@ -86,7 +86,7 @@ def build_trainer(cfg: DictConfig, data, output_dir: Path, rank: int, world_size
         raise ConfigError(f"data: {cfg.data._target_} has no labels to train on; embed it with charfeat.embed")
     with distributed.main_process_first():
         records = {split: data.records(split) for split in ("train", "val")}
-    check_leakage(data, records, **data.leak_options)  # before any model is built
+    check_leakage(data, records, **data.leak_options, device=device)  # before any model is built
     label_map = build_label_map(records["train"])
     log.info("classes: %d; images: %d train, %d val", len(label_map), len(records["train"]), len(records["val"]))
     sampler = instantiate(cfg.sampler)(labels=[label_map[r.label] for r in records["train"]], seed=tc.seed,

@@ -57,7 +57,7 @@ def test_cache_command_lists_prunes_by_last_use_and_clears(tmp_path, capsys):
     cache_main(["--cache-dir", str(root), "list"])
     listed = capsys.readouterr().out
     assert [line.split()[:2] for line in listed.splitlines()[2:]] == [["s3", "1"], ["features", "1"],
-                                                                     ["sample_data", "0"]]
+                                                                     ["fingerprints", "0"], ["sample_data", "0"]]
 
     assert S3ObjectCache(s3_root).get("bucket", "people/jane.jpg", "etag1") == b"a photo"  # a use refreshes it
     cache_main(["--cache-dir", str(root), "prune", "--older-than", "30d"])

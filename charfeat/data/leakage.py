@@ -11,6 +11,13 @@
   to ×3) and mirrored copies at least 0.972 (`experiments/` has no study of real photos: check the
   reported cosines on yours).
 
+Fingerprints are cheap to keep and dear to make (a full read of every image, before training), so
+they go to ``data.fingerprint_cache`` by image identity (`DataSource.identity`: a file's path,
+size and times, an S3 object's ETag): a later run, or another job of a sweep, reads only the
+images it has not fingerprinted yet. JPEGs are decoded scaled down in the decoder (at least
+`DRAFT_SIDE` px a side: a phone photo in about a tenth of the time; small images in full), on
+every core.
+
 Under ``data.on_leak=error`` a leak stops the run with every group or pair named; under ``warn``
 it is logged and the run goes on.
 """
@@ -21,20 +28,28 @@ import hashlib
 import json
 import logging
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 from PIL import Image, ImageOps
 
 from charfeat.console import progress
 from charfeat.config import OnLeak
+from charfeat.data.loader import core_share
 from charfeat.data.records import Record
 from charfeat.errors import ConfigError, UserError
+from charfeat.features.cache import FeatureCache, alias_key
 
 log = logging.getLogger(__name__)
 
 SIDE = 16  # fingerprint: SIDE × SIDE × 3 values
-CHUNK = 64  # images decoded at once
+DRAFT_SIDE = 4 * SIDE  # a JPEG is decoded at no less than this (a reduction by 2, 4 or 8 when it is bigger)
+CHUNK = 16  # images a thread fetches and decodes at once
+MAX_THREADS = 8
+BLOCK_BYTES = 256 * 2**20  # val × train products held at once by the search
+FINGERPRINT_CODE = 1  # bump when `fingerprint` or the decoding changes: the cache is keyed by it
 SHOWN = 20  # groups or pairs named in a message
 
 
@@ -50,14 +65,49 @@ def fingerprint(image: Image.Image) -> np.ndarray:
     return (vector / norm if norm > 0 else vector).astype(np.float32)
 
 
-def fingerprints(data, split: str, records: list[Record]) -> tuple[np.ndarray, np.ndarray]:
-    """[N, 768] fingerprints of the split's images, and [N, 768] of their mirror images."""
-    plain, mirrored = [], []
-    for start in progress(range(0, len(records), CHUNK), desc=f"fingerprint {split}", unit="chunk", leave=False):
-        for image in data.load_images(split, records[start:start + CHUNK]):
-            plain.append(fingerprint(image))
-            mirrored.append(fingerprint(ImageOps.mirror(image)))
-    return np.stack(plain), np.stack(mirrored)
+def fingerprint_pair(image: Image.Image) -> np.ndarray:
+    """The image's fingerprint and its mirror image's, one row [2 × 768]."""
+    return np.concatenate([fingerprint(image), fingerprint(ImageOps.mirror(image))])
+
+
+def open_fingerprint_cache(root: str | None):
+    """The on-disk store of fingerprint pairs under ``root`` (a `FeatureCache` keyed by image identity), or None."""
+    if root is None:
+        return None
+    return FeatureCache(root, {"fingerprint": f"{SIDE}x{SIDE} colour thumbnail and its mirror image",
+                               "code": FINGERPRINT_CODE, "draft_side": DRAFT_SIDE}, dim=2 * SIDE * SIDE * 3)
+
+
+def fingerprints(data, split: str, records: list[Record], cache=None) -> tuple[np.ndarray, np.ndarray]:
+    """[N, 768] fingerprints of the split's images, and [N, 768] of their mirror images. Those in
+    ``cache`` (found by the image's identity) are not read; the others are read on every core and
+    added to it."""
+
+    keys = [None if cache is None or (identity := data.identity(split, r.filename)) is None
+            else alias_key(identity, None) for r in records]
+    rows: list[np.ndarray | None] = [None] * len(records)
+    known = [i for i, key in enumerate(keys) if key is not None]
+    for i, row in zip(known, cache.get([keys[i] for i in known]) if known else []):
+        rows[i] = None if row is None else row.numpy()
+    todo = [i for i, row in enumerate(rows) if row is None]
+
+    def compute(chunk: list[int]) -> list[np.ndarray]:
+        images = data.load_images(split, [records[i] for i in chunk], at_least=DRAFT_SIDE)
+        return [fingerprint_pair(image) for image in images]
+
+    chunks = [todo[start:start + CHUNK] for start in range(0, len(todo), CHUNK)]
+    with ThreadPoolExecutor(min(core_share(), MAX_THREADS)) as pool, progress(total=len(todo), desc=f"fingerprint {split}", unit="image",
+                                                       leave=False) as bar:
+        for chunk, computed in zip(chunks, pool.map(compute, chunks)):  # PIL decodes and resizes without the GIL
+            for i, row in zip(chunk, computed):
+                rows[i] = row
+            bar.update(len(chunk))
+    new = [i for i in todo if keys[i] is not None]
+    if new:
+        cache.put([keys[i] for i in new], torch.from_numpy(np.stack([rows[i] for i in new])))
+        cache.flush()
+    matrix = np.stack(rows)
+    return matrix[:, :SIDE * SIDE * 3], matrix[:, SIDE * SIDE * 3:]
 
 
 def shared_groups(train: list[Record], val: list[Record]) -> dict[str, tuple[int, int]]:
@@ -66,15 +116,22 @@ def shared_groups(train: list[Record], val: list[Record]) -> dict[str, tuple[int
     return {group: (in_train[group], in_val[group]) for group in sorted(set(in_train) & set(in_val))}
 
 
-def near_duplicates(val: np.ndarray, val_mirrored: np.ndarray, train: np.ndarray,
-                    threshold: float, block: int = 1024) -> list[tuple[int, int, float]]:
+def near_duplicates(val: np.ndarray, val_mirrored: np.ndarray, train: np.ndarray, threshold: float,
+                    device: torch.device = torch.device("cpu"), block_bytes: int = BLOCK_BYTES) -> list[tuple[int, int, float]]:
     """(val index, train index, cosine) of every pair above ``threshold``, highest first; the
-    mirrored val fingerprints count too. Blocks of val rows, never a full val × train matrix."""
+    mirrored val fingerprints count too. Exact, on ``device`` (the run's accelerator: val × train
+    products are the check's quadratic part), in blocks of val rows of at most ``block_bytes`` of
+    products, never a full val × train matrix."""
     pairs = []
-    for start in range(0, len(val), block):
-        sims = np.maximum(val[start:start + block] @ train.T, val_mirrored[start:start + block] @ train.T)
-        for i, j in zip(*np.nonzero(sims > threshold)):
-            pairs.append((start + int(i), int(j), float(sims[i, j])))
+    train_t = torch.from_numpy(train).to(device)
+    rows = max(1, block_bytes // (8 * max(1, len(train))))  # two float32 products per pair
+    for start in range(0, len(val), rows):
+        plain = torch.from_numpy(val[start:start + rows]).to(device)
+        mirrored = torch.from_numpy(val_mirrored[start:start + rows]).to(device)
+        sims = torch.maximum(plain @ train_t.T, mirrored @ train_t.T)
+        found = (sims > threshold).nonzero()
+        values = sims[found[:, 0], found[:, 1]].cpu().tolist()
+        pairs += [(start + i, j, value) for (i, j), value in zip(found.cpu().tolist(), values)]
     return sorted(pairs, key=lambda p: -p[2])
 
 
@@ -83,7 +140,8 @@ def near_duplicates(val: np.ndarray, val_mirrored: np.ndarray, train: np.ndarray
 _PAIRS: dict[str, list[tuple[int, int, float]]] = {}
 
 
-def _duplicate_pairs(data, train: list[Record], val: list[Record], threshold: float) -> list[tuple[int, int, float]]:
+def _duplicate_pairs(data, train: list[Record], val: list[Record], threshold: float, cache_dir: str | None,
+                     device: torch.device) -> list[tuple[int, int, float]]:
     identities = [data.identity(split, r.filename) for split, records in (("val", val), ("train", train))
                   for r in records]
     key = None
@@ -91,7 +149,9 @@ def _duplicate_pairs(data, train: list[Record], val: list[Record], threshold: fl
         key = hashlib.sha256(json.dumps([len(val), threshold, identities]).encode()).hexdigest()
         if key in _PAIRS:
             return _PAIRS[key]
-    pairs = near_duplicates(*fingerprints(data, "val", val), fingerprints(data, "train", train)[0], threshold)
+    cache = open_fingerprint_cache(cache_dir)
+    pairs = near_duplicates(*fingerprints(data, "val", val, cache), fingerprints(data, "train", train, cache)[0],
+                            threshold, device)
     if key is not None:
         _PAIRS[key] = pairs
     return pairs
@@ -121,15 +181,17 @@ class LeakReport:
 
 
 def check_leakage(data, records: dict[str, list[Record]], group_field: str | None, on_leak: OnLeak,
-                  duplicate_threshold: float | None) -> LeakReport:
+                  duplicate_threshold: float | None, fingerprint_cache: str | None = None,
+                  device: torch.device = torch.device("cpu")) -> LeakReport:
     """Groups and near-duplicates across ``records["train"]`` and ``records["val"]`` (images read
-    through ``data``); raises LeakError under ``error``, logs a warning under ``warn``."""
+    through ``data``, fingerprints kept in ``fingerprint_cache``, compared on ``device``); raises
+    LeakError under ``error``, logs a warning under ``warn``."""
     if duplicate_threshold is not None and not -1.0 <= duplicate_threshold <= 1.0:
         raise ConfigError(f"data.duplicate_threshold must be a cosine in [-1, 1] or null, got {duplicate_threshold}")
     train, val = records["train"], records["val"]
     report = LeakReport(groups=shared_groups(train, val) if group_field else {})
     if duplicate_threshold is not None:
-        pairs = _duplicate_pairs(data, train, val, duplicate_threshold)
+        pairs = _duplicate_pairs(data, train, val, duplicate_threshold, fingerprint_cache, device)
         report.duplicates = [(data.location("val", val[i].filename), data.location("train", train[j].filename), c)
                              for i, j, c in pairs]
     if report:

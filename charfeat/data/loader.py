@@ -36,14 +36,18 @@ WINDOW_BYTES = 256 * 1024 * 1024
 MAX_DEFAULT_WORKERS = 8
 
 
+def core_share() -> int:
+    """This process's share of the cores it may run on: torchrun starts LOCAL_WORLD_SIZE processes per node."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+
+
 def worker_count(configured: int | None) -> int:
-    """``data.num_workers``, or for null this process's share of the cores (torchrun starts
-    LOCAL_WORLD_SIZE processes per node) less one for the process itself, at most 8."""
+    """``data.num_workers``, or for null this process's share of the cores less one for the
+    process itself, at most 8."""
     if configured is not None:
         return configured
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    share = cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
-    return max(0, min(MAX_DEFAULT_WORKERS, share - 1))
+    return max(0, min(MAX_DEFAULT_WORKERS, core_share() - 1))
 
 
 @dataclass

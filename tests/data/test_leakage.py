@@ -200,3 +200,106 @@ def test_unchanged_images_are_read_once_per_process_and_a_changed_one_again(imag
     Image.open(root / "images" / "r5.jpg").rotate(90).save(root / "images" / "r5.jpg", quality=92)
     job()
     assert reads.count("r5.jpg") == 2 and len(reads) == 1 + 13  # its check, then every fingerprint again
+
+
+def test_a_new_process_reads_only_the_images_it_has_not_fingerprinted(image_set, tmp_path, monkeypatch):
+    """data.fingerprint_cache keeps each image's fingerprints by identity across processes (a rerun,
+    a SLURM sweep's jobs): the in-process memory is emptied here to play the new process."""
+    import charfeat.data.leakage as leakage
+
+    root, rows = image_set
+    shutil.copy(root / "images" / "r0.jpg", root / "images" / "copy.jpg")
+    rows["val"].append({"id": "copy", "image_filename": "copy.jpg", "image_metadata": {"fashion_style": "Casual_Basic"}})
+    for split in rows:
+        write_jsonl(root / f"{split}.jsonl", rows[split])
+    reads = []
+
+    def new_process(cache_dir):
+        monkeypatch.setattr(leakage, "_PAIRS", {})
+        data = local_data(root, fingerprint_cache=cache_dir)
+        records = {split: data.records(split) for split in rows}
+        fetch = data.fetch
+        monkeypatch.setattr(data, "fetch", lambda split, names: reads.extend(names) or fetch(split, names))
+        return check_leakage(data, records, None, OnLeak.warn, 0.97, **{"fingerprint_cache": cache_dir})
+
+    uncached = new_process(None)
+    assert len(reads) == 13 and len(uncached.duplicates) == 1
+    cache_dir = str(tmp_path / "fingerprints")
+    reads.clear()
+    assert new_process(cache_dir).duplicates == uncached.duplicates and len(reads) == 13  # fills the cache
+    reads.clear()
+    assert new_process(cache_dir).duplicates == uncached.duplicates and reads == []
+    Image.open(root / "images" / "r5.jpg").rotate(90).save(root / "images" / "r5.jpg", quality=92)
+    assert new_process(cache_dir).duplicates == uncached.duplicates and reads == ["r5.jpg"]
+
+
+def photo(rng: random.Random, style: str, size: tuple[int, int]) -> Image.Image:
+    """A phone-photo-sized picture: a sample figure scaled up, with fine noise the scaling would smooth."""
+    import numpy as np
+
+    from charfeat.data.sources.sample import draw_figure
+
+    base = np.asarray(draw_figure(style, 96, rng).resize(size, Image.Resampling.BICUBIC), dtype=np.int16)
+    noise = np.random.default_rng(rng.randrange(1 << 30)).integers(-12, 13, base.shape)
+    return Image.fromarray(np.clip(base + noise, 0, 255).astype(np.uint8))
+
+
+def test_big_jpegs_are_decoded_scaled_down_and_their_copies_still_caught(tmp_path):
+    """A 2400x1800 JPEG is fingerprinted from a 1/8-scale decode (300x225); copies re-encoded,
+    resized and mirrored still pass the default threshold, other pictures do not."""
+    from charfeat.config import RecordsConfig
+    from charfeat.data.images import decode
+    from charfeat.data.leakage import DRAFT_SIDE, fingerprints
+    from charfeat.data.sources.sample import STYLES
+
+    rng = random.Random(1)
+    (tmp_path / "images").mkdir()
+    rows = {"train": [], "val": []}
+    for i in range(6):
+        photo(rng, list(STYLES)[i % 4], (2400, 1800)).save(tmp_path / "images" / f"r{i}.jpg", quality=90)
+        rows["train"].append(row(i, list(STYLES)[i % 4]))
+    original = Image.open(tmp_path / "images" / "r0.jpg")
+    reencoded(original, 40).save(tmp_path / "images" / "reencoded.jpg", quality=95)
+    original.resize((960, 720), Image.Resampling.LANCZOS).save(tmp_path / "images" / "resized.jpg", quality=85)
+    ImageOps.mirror(Image.open(tmp_path / "images" / "r1.jpg")).save(tmp_path / "images" / "mirrored.jpg", quality=88)
+    photo(rng, list(STYLES)[0], (2400, 1800)).save(tmp_path / "images" / "other.jpg", quality=90)
+    for name in ("reencoded.jpg", "resized.jpg", "mirrored.jpg", "other.jpg"):
+        rows["val"].append({"id": name, "image_filename": name, "image_metadata": {"fashion_style": "Casual_Basic"}})
+    for split in rows:
+        write_jsonl(tmp_path / f"{split}.jsonl", rows[split])
+    blob = (tmp_path / "images" / "r0.jpg").read_bytes()
+    assert decode(blob, at_least=DRAFT_SIDE).size == (300, 225) and decode(blob).size == (2400, 1800)
+
+    data = local_data(tmp_path)
+    records = {split: data.records(split) for split in rows}
+    report = check_leakage(data, records, None, OnLeak.warn, RecordsConfig.duplicate_threshold)
+    pairs = {(v.rsplit("/", 1)[1], t.rsplit("/", 1)[1]) for v, t, _ in report.duplicates}
+    assert pairs == {("reencoded.jpg", "r0.jpg"), ("resized.jpg", "r0.jpg"), ("mirrored.jpg", "r1.jpg")}
+    val, _ = fingerprints(data, "val", records["val"])
+    train, _ = fingerprints(data, "train", records["train"])
+    assert (val[3] @ train.T).max() < 0.9  # another picture of the same style is far below the threshold
+
+
+def test_the_search_finds_exactly_the_pairs_above_the_threshold_whatever_its_blocks():
+    """Blocks of val rows sized by the bytes of products they hold (1 row, 7 rows, all at once)."""
+    import numpy as np
+
+    from charfeat.data.leakage import near_duplicates
+
+    rng = np.random.default_rng(0)
+
+    def unit(x):
+        return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
+
+    train = unit(rng.standard_normal((300, 768)))
+    val, mirrored = unit(rng.standard_normal((50, 768))), unit(rng.standard_normal((50, 768)))
+    val[7] = unit(train[12] + 0.005 * rng.standard_normal(768))  # a copy
+    mirrored[20] = unit(train[3] + 0.005 * rng.standard_normal(768))  # a mirrored copy
+    val[21], mirrored[21] = unit(train[4] + 0.001 * rng.standard_normal(768)), train[4]  # both ways: the higher
+    sims = np.maximum(val @ train.T, mirrored @ train.T)
+    expected = sorted(((int(i), int(j)) for i, j in zip(*np.nonzero(sims > 0.97))), key=lambda p: -sims[p])
+    assert len(expected) == 3
+    for block_bytes in (1, 8 * 300 * 7, 2**30):
+        pairs = near_duplicates(val, mirrored, train, 0.97, block_bytes=block_bytes)
+        assert [(i, j) for i, j, _ in pairs] == expected
+        np.testing.assert_allclose([c for _, _, c in pairs], [sims[p] for p in expected], atol=1e-5)

@@ -30,7 +30,7 @@ SPLITS = tuple(Split.__members__)
 # Its images are checked when they are decoded.
 NO_METADATA = dict(train_jsonl="", val_jsonl=None, label_field=None, on_bad_record=OnBadRecord.error,
                    drop_quality=(), keep_unknown=False, start_index=0, val_fraction=0.0, split_seed=0,
-                   group_field=None, on_leak=OnLeak.error, duplicate_threshold=None,
+                   group_field=None, on_leak=OnLeak.error, duplicate_threshold=None, fingerprint_cache=None,
                    verify_images=VerifyImages.none)
 CHECK_CHUNK = 64  # images fetched at once by the up-front check: bounds the encoded bytes in memory
 # What data.verify_images found for each image identity (and check settings) in this process: the
@@ -52,15 +52,16 @@ class DataSource(ABC):
     def __init__(self, root: str, train_jsonl: str, val_jsonl: str | None, label_field: LabelField,
                  on_bad_record: OnBadRecord, drop_quality: list[str] | tuple, keep_unknown: bool,
                  start_index: int, val_fraction: float, split_seed: int, group_field: str | None,
-                 on_leak: OnLeak, duplicate_threshold: float | None, verify_images: VerifyImages,
-                 max_image_pixels: int | None, num_workers: int | None):
+                 on_leak: OnLeak, duplicate_threshold: float | None, fingerprint_cache: str | None,
+                 verify_images: VerifyImages, max_image_pixels: int | None, num_workers: int | None):
         self.root = Path(root).expanduser()
         self.verify_images, self.max_image_pixels = VerifyImages(verify_images), max_image_pixels
         self.num_workers = num_workers  # of the input pipeline (charfeat.data.loader)
         self.jsonl = {"train": train_jsonl, "val": val_jsonl}
         self.read_options = dict(label_field=label_field, drop_quality=tuple(drop_quality),
                                  keep_unknown=keep_unknown, start_index=start_index, group_field=group_field)
-        self.leak_options = dict(group_field=group_field, on_leak=on_leak, duplicate_threshold=duplicate_threshold)
+        self.leak_options = dict(group_field=group_field, on_leak=on_leak, duplicate_threshold=duplicate_threshold,
+                                 fingerprint_cache=fingerprint_cache)
         self.val_fraction, self.split_seed = val_fraction, split_seed
         self.issues = Issues(on_bad_record)  # validates the policy name now, before any file is read
         self._records: dict[str, list[Record]] = {}
@@ -186,10 +187,10 @@ class DataSource(ABC):
         """Apply ``fn`` to each item; stores with a thread pool run it there (PIL decodes without the GIL)."""
         return list(map(fn, items))
 
-    def load_images(self, split: str, records: list[Record]) -> list[Image.Image]:
-        """Fetch and decode a batch of images as upright RGB."""
+    def load_images(self, split: str, records: list[Record], at_least: int | None = None) -> list[Image.Image]:
+        """Fetch and decode a batch of images as upright RGB (``at_least``: see `decode`)."""
         blobs = self.fetch_bytes(split, [r.filename for r in records])
-        images = self.map(functools.partial(try_decode, max_pixels=self.max_image_pixels), blobs)
+        images = self.map(functools.partial(try_decode, max_pixels=self.max_image_pixels, at_least=at_least), blobs)
         bad = [f"{self.location(split, record.filename)} (id {record.id}): {image}"
                for record, image in zip(records, images) if isinstance(image, str)]
         if bad:
