@@ -176,14 +176,18 @@ def test_a_threshold_that_is_no_cosine_is_a_config_error(image_set):
         check_leakage(data, {split: data.records(split) for split in rows}, None, OnLeak.error, 1.5)
 
 
-def test_unchanged_images_are_read_once_per_process_and_a_changed_one_again(image_set, monkeypatch):
-    """A sweep's jobs check the same images: the up-front check and the duplicate search read each
-    image once; an image rewritten since (new identity) is read again."""
-    root, rows = image_set
+def with_a_copy_of_r0_in_val(root, rows):
     shutil.copy(root / "images" / "r0.jpg", root / "images" / "copy.jpg")
     rows["val"].append({"id": "copy", "image_filename": "copy.jpg", "image_metadata": {"fashion_style": "Casual_Basic"}})
     for split in rows:
         write_jsonl(root / f"{split}.jsonl", rows[split])
+    return root, rows
+
+
+def test_unchanged_images_are_read_once_per_process_and_a_changed_one_again(image_set, monkeypatch):
+    """A sweep's jobs check the same images: the up-front check and the duplicate search read each
+    image once; an image rewritten since (new identity) is read again."""
+    root, rows = with_a_copy_of_r0_in_val(*image_set)
     reads = []
 
     def job():
@@ -207,11 +211,7 @@ def test_a_new_process_reads_only_the_images_it_has_not_fingerprinted(image_set,
     a SLURM sweep's jobs): the in-process memory is emptied here to play the new process."""
     import charfeat.data.leakage as leakage
 
-    root, rows = image_set
-    shutil.copy(root / "images" / "r0.jpg", root / "images" / "copy.jpg")
-    rows["val"].append({"id": "copy", "image_filename": "copy.jpg", "image_metadata": {"fashion_style": "Casual_Basic"}})
-    for split in rows:
-        write_jsonl(root / f"{split}.jsonl", rows[split])
+    root, rows = with_a_copy_of_r0_in_val(*image_set)
     reads = []
 
     def new_process(cache_dir):
@@ -220,7 +220,7 @@ def test_a_new_process_reads_only_the_images_it_has_not_fingerprinted(image_set,
         records = {split: data.records(split) for split in rows}
         fetch = data.fetch
         monkeypatch.setattr(data, "fetch", lambda split, names: reads.extend(names) or fetch(split, names))
-        return check_leakage(data, records, None, OnLeak.warn, 0.97, **{"fingerprint_cache": cache_dir})
+        return check_leakage(data, records, None, OnLeak.warn, 0.97, fingerprint_cache=cache_dir)
 
     uncached = new_process(None)
     assert len(reads) == 13 and len(uncached.duplicates) == 1
