@@ -48,6 +48,7 @@ SIDE = 16  # fingerprint: SIDE × SIDE × 3 values
 DRAFT_SIDE = 4 * SIDE  # a JPEG is decoded at no less than this (a reduction by 2, 4 or 8 when it is bigger)
 CHUNK = 16  # images a thread fetches and decodes at once
 MAX_THREADS = 8
+LOOKUP_ROWS = 4096  # cached fingerprints read at once
 BLOCK_BYTES = 256 * 2**20  # val × train products held at once by the search
 FINGERPRINT_CODE = 1  # bump when `fingerprint` or the decoding changes: the cache is keyed by it
 SHOWN = 20  # groups or pairs named in a message
@@ -78,36 +79,40 @@ def open_fingerprint_cache(root: str | None):
                                "code": FINGERPRINT_CODE, "draft_side": DRAFT_SIDE}, dim=2 * SIDE * SIDE * 3)
 
 
-def fingerprints(data, split: str, records: list[Record], cache=None) -> tuple[np.ndarray, np.ndarray]:
-    """[N, 768] fingerprints of the split's images, and [N, 768] of their mirror images. Those in
-    ``cache`` (found by the image's identity) are not read; the others are read on every core and
-    added to it."""
-
+def fingerprints(data, split: str, records: list[Record], cache: FeatureCache | None = None,
+                 mirrored: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    """[N, 768] fingerprints of the split's images, and [N, 768] of their mirror images (None
+    unless ``mirrored``). Those in ``cache`` (found by the image's identity) are not read; the
+    others are read on every core and added to it. Memory: the result, and a chunk at a time."""
+    width = SIDE * SIDE * 3
+    out = np.empty((len(records), 2 * width if mirrored else width), dtype=np.float32)
     keys = [None if cache is None or (identity := data.identity(split, r.filename)) is None
             else alias_key(identity, None) for r in records]
-    rows: list[np.ndarray | None] = [None] * len(records)
+    found = np.zeros(len(records), dtype=bool)
     known = [i for i, key in enumerate(keys) if key is not None]
-    for i, row in zip(known, cache.get([keys[i] for i in known]) if known else []):
-        rows[i] = None if row is None else row.numpy()
-    todo = [i for i, row in enumerate(rows) if row is None]
+    for start in range(0, len(known), LOOKUP_ROWS):
+        batch = known[start:start + LOOKUP_ROWS]
+        for i, row in zip(batch, cache.get([keys[i] for i in batch])):
+            if row is not None:
+                out[i], found[i] = row[:out.shape[1]].numpy(), True
+    todo = np.flatnonzero(~found).tolist()
 
-    def compute(chunk: list[int]) -> list[np.ndarray]:
+    def compute(chunk: list[int]) -> np.ndarray:
         images = data.load_images(split, [records[i] for i in chunk], at_least=DRAFT_SIDE)
-        return [fingerprint_pair(image) for image in images]
+        return np.stack([fingerprint_pair(image) for image in images])
 
     chunks = [todo[start:start + CHUNK] for start in range(0, len(todo), CHUNK)]
-    with ThreadPoolExecutor(min(core_share(), MAX_THREADS)) as pool, progress(total=len(todo), desc=f"fingerprint {split}", unit="image",
-                                                       leave=False) as bar:
-        for chunk, computed in zip(chunks, pool.map(compute, chunks)):  # PIL decodes and resizes without the GIL
-            for i, row in zip(chunk, computed):
-                rows[i] = row
+    bar = progress(total=len(todo), desc=f"fingerprint {split}", unit="image", leave=False)
+    with ThreadPoolExecutor(min(core_share(), MAX_THREADS)) as pool, bar:
+        for chunk, rows in zip(chunks, pool.map(compute, chunks)):  # PIL decodes and resizes without the GIL
+            out[chunk] = rows[:, :out.shape[1]]
+            cached = [n for n, i in enumerate(chunk) if keys[i] is not None]
+            if cached:
+                cache.put([keys[chunk[n]] for n in cached], torch.from_numpy(rows[cached]))
             bar.update(len(chunk))
-    new = [i for i in todo if keys[i] is not None]
-    if new:
-        cache.put([keys[i] for i in new], torch.from_numpy(np.stack([rows[i] for i in new])))
+    if cache is not None:
         cache.flush()
-    matrix = np.stack(rows)
-    return matrix[:, :SIDE * SIDE * 3], matrix[:, SIDE * SIDE * 3:]
+    return out[:, :width], out[:, width:] if mirrored else None
 
 
 def shared_groups(train: list[Record], val: list[Record]) -> dict[str, tuple[int, int]]:
@@ -117,7 +122,8 @@ def shared_groups(train: list[Record], val: list[Record]) -> dict[str, tuple[int
 
 
 def near_duplicates(val: np.ndarray, val_mirrored: np.ndarray, train: np.ndarray, threshold: float,
-                    device: torch.device = torch.device("cpu"), block_bytes: int = BLOCK_BYTES) -> list[tuple[int, int, float]]:
+                    device: torch.device = torch.device("cpu"),
+                    block_bytes: int = BLOCK_BYTES) -> list[tuple[int, int, float]]:
     """(val index, train index, cosine) of every pair above ``threshold``, highest first; the
     mirrored val fingerprints count too. Exact, on ``device`` (the run's accelerator: val × train
     products are the check's quadratic part), in blocks of val rows of at most ``block_bytes`` of
@@ -150,8 +156,8 @@ def _duplicate_pairs(data, train: list[Record], val: list[Record], threshold: fl
         if key in _PAIRS:
             return _PAIRS[key]
     cache = open_fingerprint_cache(cache_dir)
-    pairs = near_duplicates(*fingerprints(data, "val", val, cache), fingerprints(data, "train", train, cache)[0],
-                            threshold, device)
+    train_prints, _ = fingerprints(data, "train", train, cache, mirrored=False)
+    pairs = near_duplicates(*fingerprints(data, "val", val, cache), train_prints, threshold, device)
     if key is not None:
         _PAIRS[key] = pairs
     return pairs
