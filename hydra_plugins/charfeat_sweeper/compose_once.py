@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import sys
 import threading
 from collections import defaultdict
 from collections.abc import Sequence
@@ -53,6 +54,8 @@ def compose_batch(loader: Any, master_config: DictConfig, batch: Sequence[Sequen
     processes = min(cores, len(batch) // JOBS_PER_PROCESS)
     jobs = [(list(overrides), i < keep) for i, overrides in enumerate(batch)]
     if processes > 1 and threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods():
+        sys.stdout.flush()  # a fork that exits on its own would write what these buffers hold again
+        sys.stderr.flush()
         with multiprocessing.get_context("fork").Pool(processes, _start_worker, (loader, master_config)) as pool:
             results = pool.map(_compose_in_worker, jobs, chunksize=-(-len(jobs) // processes))
     else:
