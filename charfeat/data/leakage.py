@@ -79,15 +79,19 @@ def open_fingerprint_cache(root: str | None):
                                "code": FINGERPRINT_CODE, "draft_side": DRAFT_SIDE}, dim=2 * SIDE * SIDE * 3)
 
 
-def fingerprints(data, split: str, records: list[Record], cache: FeatureCache | None = None,
-                 mirrored: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+def fingerprints(data, split: str, records: list[Record], cache: FeatureCache | None = None, mirrored: bool = True,
+                 identities: list[str | None] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """[N, 768] fingerprints of the split's images, and [N, 768] of their mirror images (None
-    unless ``mirrored``). Those in ``cache`` (found by the image's identity) are not read; the
-    others are read on every core and added to it. Memory: the result, and a chunk at a time."""
+    unless ``mirrored``). Those in ``cache`` (found by the image's identity; ``identities``: the
+    records', if the caller has them) are not read; the others are read on every core and added
+    to it. Memory: the result, and a chunk at a time."""
     width = SIDE * SIDE * 3
     out = np.empty((len(records), 2 * width if mirrored else width), dtype=np.float32)
-    keys = [None if cache is None or (identity := data.identity(split, r.filename)) is None
-            else alias_key(identity, None) for r in records]
+    if cache is None:
+        identities = [None] * len(records)
+    elif identities is None:
+        identities = [data.identity(split, r.filename) for r in records]
+    keys = [None if identity is None else alias_key(identity, None) for identity in identities]
     found = np.zeros(len(records), dtype=bool)
     known = [i for i, key in enumerate(keys) if key is not None]
     for start in range(0, len(known), LOOKUP_ROWS):
@@ -156,8 +160,9 @@ def _duplicate_pairs(data, train: list[Record], val: list[Record], threshold: fl
         if key in _PAIRS:
             return _PAIRS[key]
     cache = open_fingerprint_cache(cache_dir)
-    train_prints, _ = fingerprints(data, "train", train, cache, mirrored=False)
-    pairs = near_duplicates(*fingerprints(data, "val", val, cache), train_prints, threshold, device)
+    train_prints, _ = fingerprints(data, "train", train, cache, mirrored=False, identities=identities[len(val):])
+    pairs = near_duplicates(*fingerprints(data, "val", val, cache, identities=identities[:len(val)]), train_prints,
+                            threshold, device)
     if key is not None:
         _PAIRS[key] = pairs
     return pairs
