@@ -106,6 +106,29 @@ def test_a_big_batch_is_composed_on_every_core_and_still_fails_before_any_job(tm
     assert failing.returncode != 0 and jobs(failing) == [] and "nope" in failing.stderr
 
 
+def test_preloaded_modules_are_imported_here_while_another_process_composes(tmp_path):
+    """hydra.sweeper.preload: imported once, in the sweeper's process, before any job; the jobs are
+    composed meanwhile in forked processes, leaving this one a core (2 cores: one forked process)."""
+    (tmp_path / "heavy.py").write_text("import os\nopen('preloaded', 'a').write(f'{os.getpid()}\\n')\n")
+    base = start_up(tmp_path)
+    result = run_app(tmp_path, SWEEPER, "hydra/sweeper=compose_once", "hydra.sweeper.preload=[heavy]", "x=1,2,3")
+    assert result.returncode == 0, result.stderr
+    assert jobs(result) == ["job 0 0 1 a", "job 1 1 2 a", "job 2 2 3 a"]
+    pids = composers(tmp_path)
+    assert (tmp_path / "preloaded").read_text().split() == [str(pids[0])]  # the sweeper's process, once
+    if len(os.sched_getaffinity(0)) >= 2:
+        assert len(pids) == base + 3 and len(set(pids[base:])) == 1 and pids[0] not in pids[base:]
+
+    missing = run_app(tmp_path, SWEEPER, "hydra/sweeper=compose_once", "hydra.sweeper.preload=[no_such_module]",
+                      "x=1,2,3")
+    assert missing.returncode != 0 and jobs(missing) == []
+    assert "hydra.sweeper.preload: cannot import 'no_such_module'" in missing.stderr
+
+
+def test_train_sweeps_preload_torch():
+    assert "torch" in compose_with_hydra().hydra.sweeper.preload
+
+
 def test_a_batch_over_the_kept_limit_composes_the_rest_again():
     from hydra_plugins.charfeat_sweeper.compose_once import ComposedConfigs, compose_batch
 
