@@ -18,11 +18,15 @@ import io
 import re
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from charfeat.sweeps.charts import chart_svg
 from charfeat.sweeps.compare import TIED, compare_to_best
 from charfeat.sweeps.jobs import (DEFAULT_METRIC, Job, as_float, best_job, collect_jobs, common_overrides,
                                   models_and_metrics, override_keys, swept_keys)
+
+if TYPE_CHECKING:
+    from charfeat.sweeps.chart_process import ChartProcess
 
 
 def _fmt(value: float | None, interval: tuple[float, float] | None = None) -> str:
@@ -145,8 +149,9 @@ def chart_name(metric: str, key: str) -> str:
     return f"report_{metric}_vs_{safe}.svg"
 
 
-def write_report(sweep_dir: Path | str, metric: str = DEFAULT_METRIC) -> str:
-    """Write report.{csv,md,html} and one SVG per swept key into ``sweep_dir``; return the table text."""
+def write_report(sweep_dir: Path | str, metric: str = DEFAULT_METRIC, chart_process: ChartProcess | None = None) -> str:
+    """Write report.{csv,md,html} and one SVG per swept key into ``sweep_dir``; return the table text.
+    The charts come from ``chart_process`` when it can draw them, else from this process."""
     sweep_dir = Path(sweep_dir)
     jobs = collect_jobs(sweep_dir)
     if not jobs:
@@ -155,10 +160,11 @@ def write_report(sweep_dir: Path | str, metric: str = DEFAULT_METRIC) -> str:
     if metrics and metric not in metrics:
         raise ValueError(f"metric must be one of {metrics}, got {metric!r}")
     versus = compare_to_best(jobs, metric)
-    charts = {}
-    for key in swept_keys(jobs) if len(jobs) > 1 else []:
-        charts[key] = chart_svg(jobs, key, metric)
-        (sweep_dir / chart_name(metric, key)).write_text(charts[key])
+    keys = swept_keys(jobs) if len(jobs) > 1 else []
+    svgs = chart_process.draw(jobs, keys, metric) if chart_process is not None and keys else None
+    charts = dict(zip(keys, svgs or [chart_svg(jobs, key, metric) for key in keys]))
+    for key, svg in charts.items():
+        (sweep_dir / chart_name(metric, key)).write_text(svg)
     (sweep_dir / "report.csv").write_text(format_csv(jobs))
     (sweep_dir / "report.md").write_text(format_markdown(jobs, metric, versus) + "\n")
     (sweep_dir / "report.html").write_text(format_html(sweep_dir, jobs, metric, charts, versus))

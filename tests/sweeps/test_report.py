@@ -15,6 +15,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from charfeat.sweeps.callback import ReportCallback
+from charfeat.sweeps.chart_process import ChartProcess
 from charfeat.sweeps.charts import MAX_LINES, chart_figure, chart_svg
 from charfeat.sweeps.jobs import collect_jobs
 from charfeat.sweeps.report import write_report
@@ -230,6 +231,58 @@ def test_callback_reports_at_multirun_end(sweep, capsys):
     out = capsys.readouterr().out
     assert "Sweep results" in out and "(best)" in out
     assert (sweep / "report_r_precision_vs_head.svg").is_file()
+
+
+def test_charts_from_the_helper_process_are_the_ones_this_process_draws(sweep):
+    """The callback's helper (chart_process.py) draws each chart as chart_svg would, byte for byte."""
+    write_report(sweep)
+    own = {p.name: p.read_bytes() for p in sweep.glob("*.svg")}
+    for svg in sweep.glob("*.svg"):
+        svg.unlink()
+    helper = ChartProcess.start()
+    jobs = collect_jobs(sweep)
+    assert helper.draw(jobs, ["head"], MAP) == [chart_svg(jobs, "head", MAP)]
+    assert helper.process.returncode == 0  # one request, then it exits
+    helper = ChartProcess.start()
+    write_report(sweep, chart_process=helper)
+    assert {p.name: p.read_bytes() for p in sweep.glob("*.svg")} == own and len(own) == 2
+    assert helper.process.returncode == 0
+
+
+def test_a_dead_helper_process_leaves_the_charts_to_the_report(sweep):
+    write_report(sweep)
+    own = {p.name: p.read_bytes() for p in sweep.glob("*.svg")}
+    helper = ChartProcess.start()
+    helper.process.kill()
+    helper.process.wait()
+    write_report(sweep, chart_process=helper)
+    assert {p.name: p.read_bytes() for p in sweep.glob("*.svg")} == own and helper.process.stdout.closed
+
+
+def test_the_callback_starts_the_helper_for_train_sweeps_and_ends_it_with_the_multirun(sweep, capsys):
+    import pickle
+
+    config = OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep)}}, "optimized_metric": "r_precision"})
+    callback = ReportCallback()
+    callback.on_multirun_start(config=config)
+    helper = callback.chart_process
+    assert helper is not None and helper.process.poll() is None
+    assert "chart_process" not in pickle.loads(pickle.dumps(callback)).__dict__  # submitit pickles callbacks
+    callback.on_multirun_end(config=config)
+    assert helper.process.returncode == 0 and callback.chart_process is None
+    assert "Sweep results" in capsys.readouterr().out and (sweep / "report_r_precision_vs_head.svg").is_file()
+
+    embed = OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep)}}})  # no optimized_metric: no helper
+    callback.on_multirun_start(config=embed)
+    assert callback.chart_process is None
+
+
+def test_a_helper_the_multirun_never_asks_exits_on_its_own():
+    """A multirun that failed before its end closes the helper's input (by exiting): it leaves quietly."""
+    helper = ChartProcess.start()
+    helper.process.stdin.close()
+    assert helper.process.wait(timeout=60) == 0 and helper.process.stdout.read() == b""
+    helper.close()
 
 
 def test_callback_never_fails_the_sweep(sweep, capsys):
