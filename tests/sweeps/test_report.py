@@ -249,7 +249,7 @@ def test_charts_from_the_helper_process_are_the_ones_this_process_draws(sweep):
     assert helper.process.returncode == 0
 
 
-def test_a_dead_helper_process_leaves_the_charts_to_the_report(sweep):
+def test_a_dead_or_garbling_helper_process_leaves_the_charts_to_the_report(sweep):
     write_report(sweep)
     own = {p.name: p.read_bytes() for p in sweep.glob("*.svg")}
     helper = ChartProcess.start()
@@ -257,6 +257,11 @@ def test_a_dead_helper_process_leaves_the_charts_to_the_report(sweep):
     helper.process.wait()
     write_report(sweep, chart_process=helper)
     assert {p.name: p.read_bytes() for p in sweep.glob("*.svg")} == own and helper.process.stdout.closed
+    garbling = ChartProcess(subprocess.Popen([sys.executable, "-c", "print('not a pickle')"], stdin=subprocess.PIPE,
+                                             stdout=subprocess.PIPE))
+    assert garbling.draw(collect_jobs(sweep), ["head"], MAP) is None
+    write_report(sweep, chart_process=garbling)
+    assert {p.name: p.read_bytes() for p in sweep.glob("*.svg")} == own
 
 
 def test_the_callback_starts_the_helper_for_train_sweeps_and_ends_it_with_the_multirun(sweep, capsys):
